@@ -1,0 +1,10 @@
+"""bingo: find unimportant weights during one training run (BINGO), then prune in one shot."""
+from .dispatch import available_backends, select_backend
+from .pruning import PruneReport, prune
+from .rules import RULES
+from .search import SearchRecord, TicketSearch
+from .targets import select_targets
+
+__version__ = "0.1.0"
+__all__ = ["TicketSearch", "SearchRecord", "prune", "PruneReport", "RULES", "select_targets",
+           "available_backends", "select_backend", "__version__"]

@@ -1,0 +1,101 @@
+"""The ``bingo`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .data import DATASETS, DataNotFoundError
+from .jobs import DEFAULT_MIN_ACCURACY, PruneJob, run_prune_job
+from .models import MODELS
+from .rules import RULES
+from .training import OPTIMIZERS
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in (0, 1)")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be an integer >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bingo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prune", help="train with ticket search, then prune in one shot",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = PruneJob()
+    p.add_argument("--model", choices=sorted(MODELS), default=d.model)
+    p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
+    p.add_argument("--data-dir", default=None,
+                   help="folder containing MNIST/raw/ (default: $BINGO_DATA)")
+    p.add_argument("--epochs", type=_positive, default=d.epochs)
+    p.add_argument("--batch-size", type=_positive, default=d.batch_size)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--variants", type=_positive, default=d.variants,
+                   help="K, reset subsets evaluated after each training step")
+    p.add_argument("--fraction", type=_fraction, default=d.fraction,
+                   help="share of weights (or units) each subset resets")
+    p.add_argument("--metric", choices=("loss", "accuracy"), default=d.metric)
+    p.add_argument("--granularity", choices=("weight", "neuron"), default=d.granularity)
+    p.add_argument("--rule", choices=sorted(RULES), default=d.rule)
+    goal = p.add_mutually_exclusive_group()
+    goal.add_argument("--sparsity", type=_fraction, default=None,
+                      help="prune exactly this fraction of the prunable weights")
+    goal.add_argument("--min-accuracy", type=_fraction, default=None,
+                      help=f"prune as far as validation accuracy stays >= this "
+                           f"(default when neither is given: {DEFAULT_MIN_ACCURACY})")
+    p.add_argument("--scope", choices=("global", "layer"), default=d.scope)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--train-limit", type=_positive, default=None,
+                   help="train on only the first N training images (quick runs)")
+    p.add_argument("--out", type=Path, default=None, help="write the result JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    return parser
+
+
+def summary(result: dict) -> str:
+    rows = [
+        ("model", f"{result['model']} on {result['dataset']} (seed {result['seed']})"),
+        ("sparsity", f"{result['sparsity']:.2%} of prunable weights"),
+        ("test accuracy", f"{result['dense_accuracy']:.2%} dense -> {result['pruned_accuracy']:.2%} pruned"),
+        ("val accuracy", f"{result['dense_val_accuracy']:.2%} dense -> {result['pruned_val_accuracy']:.2%} pruned"),
+        ("per layer", ", ".join(f"{k} {v:.1%}" for k, v in result["per_layer"].items())),
+        ("seconds", f"train {result['train_seconds']:.1f}, search {result['search_seconds']:.1f}, "
+                    f"prune {result['prune_seconds']:.1f}, total {result['total_seconds']:.1f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    job = PruneJob(**{k: v for k, v in vars(args).items()
+                      if k not in ("command", "out", "quiet")})
+    try:
+        result = run_prune_job(job, progress=not args.quiet)
+    except (DataNotFoundError, ValueError, FloatingPointError) as err:
+        print(f"bingo: error: {err}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(summary(result))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        if not args.quiet:
+            print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

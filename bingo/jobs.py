@@ -1,0 +1,113 @@
+"""The prune job behind ``bingo prune``: train with ticket search, prune in one shot, report.
+
+A job is named by its hyperparameters (:class:`PruneJob`); its result is a flat
+JSON-able dict, so runs can be compared and reproduced from the file alone.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional
+
+import torch
+
+from . import __version__
+from .data import load_dataset
+from .models import build_model
+from .pruning import prune
+from .search import TicketSearch
+from .training import accuracy, make_optimizer, train
+
+DEFAULT_MIN_ACCURACY = 0.90  # the paper's protocol: prune until accuracy would fall below 90%
+
+
+@dataclass
+class PruneJob:
+    """Hyperparameters of one BINGO prune run (defaults: the main MNIST job)."""
+
+    model: str = "lenet300"
+    dataset: str = "mnist"
+    data_dir: Optional[str] = None
+    epochs: int = 3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    variants: int = 8
+    fraction: float = 0.05
+    metric: str = "loss"
+    granularity: str = "weight"
+    rule: str = "paper"
+    sparsity: Optional[float] = None
+    min_accuracy: Optional[float] = None
+    scope: str = "global"
+    seed: int = 0
+    train_limit: Optional[int] = None  # use only the first N training images (quick runs, tests)
+
+    def target(self) -> Dict[str, Optional[float]]:
+        if self.sparsity is not None and self.min_accuracy is not None:
+            raise ValueError("give either --sparsity or --min-accuracy, not both")
+        if self.sparsity is None and self.min_accuracy is None:
+            return {"sparsity": None, "min_accuracy": DEFAULT_MIN_ACCURACY}
+        return {"sparsity": self.sparsity, "min_accuracy": self.min_accuracy}
+
+    @property
+    def name(self) -> str:
+        goal = (f"s{self.sparsity}" if self.sparsity is not None
+                else f"acc{self.target()['min_accuracy']}")
+        return (f"bingo_{self.model}_{self.dataset}_e{self.epochs}_k{self.variants}_"
+                f"p{self.fraction}_{self.metric}_{self.granularity}_{self.rule}_{goal}_seed{self.seed}")
+
+
+def environment() -> Dict[str, Any]:
+    return {
+        "bingo": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    }
+
+
+def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
+    """Train ``job.model`` with ticket search, prune by significance, evaluate on test."""
+    wall = time.perf_counter()
+    target = job.target()  # validates before any work
+    data = load_dataset(job.dataset, job.data_dir)
+    train_split = data.train.subset(job.train_limit)
+    torch.manual_seed(job.seed)
+    model = build_model(job.model)
+    search = TicketSearch(model, fraction=job.fraction, variants=job.variants, metric=job.metric,
+                          granularity=job.granularity, rule=job.rule, seed=job.seed)
+    optimizer = make_optimizer(job.optimizer, model.parameters(), job.lr)
+    stats = train(model, train_split, epochs=job.epochs, batch_size=job.batch_size,
+                  optimizer=optimizer, seed=job.seed, after_step=search.step, progress=progress,
+                  description=f"train+search {job.model}")
+    dense_test = accuracy(model, data.test)
+    report = prune(model, search.significance(), sparsity=target["sparsity"],
+                   min_accuracy=target["min_accuracy"], evaluate=lambda m: accuracy(m, data.val),
+                   scope=job.scope)
+    pruned_test = accuracy(model, data.test)
+    return {
+        "method": "bingo",
+        "name": job.name,
+        "model": job.model,
+        "dataset": job.dataset,
+        "seed": job.seed,
+        "sparsity": report.sparsity,
+        "dense_accuracy": dense_test,
+        "pruned_accuracy": pruned_test,
+        "dense_val_accuracy": report.accuracy_before,
+        "pruned_val_accuracy": report.accuracy_after,
+        "per_layer": {k: v.sparsity for k, v in report.layers.items()},
+        "train_seconds": stats.seconds - stats.hook_seconds,
+        "search_seconds": search.search_seconds,
+        "prune_seconds": report.seconds,
+        "total_seconds": time.perf_counter() - wall,
+        "train_steps": stats.steps,
+        "searches": search.totals.searches,
+        "prune_evaluations": report.evaluations,
+        "config": {**asdict(job), **target, "effective_fraction": search.effective_fraction,
+                   "backend": search.backend},
+        "environment": environment(),
+    }

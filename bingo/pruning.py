@@ -1,0 +1,193 @@
+"""One-shot pruning by score: lowest first, to a sparsity or down to an accuracy floor.
+
+Masks are applied through ``torch.nn.utils.prune`` (``custom_from_mask``), so
+``prune.is_pruned(model)`` and ``prune.remove(module, name)`` work as usual.
+Weights already masked by an earlier prune count as pruned first.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+SCOPES = ("global", "layer")
+Evaluate = Callable[[nn.Module], float]
+
+
+@dataclass
+class LayerReport:
+    numel: int
+    pruned: int
+    sparsity: float
+
+
+@dataclass
+class PruneReport:
+    """What a prune did: per-layer and total sparsity, accuracy before and after."""
+
+    sparsity: float
+    layers: Dict[str, LayerReport]
+    accuracy_before: Optional[float] = None
+    accuracy_after: Optional[float] = None
+    min_accuracy: Optional[float] = None
+    evaluations: List[Dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+
+class _Scored:
+    """A scored tensor: its owner module, the tensor masks multiply, and its scores."""
+
+    def __init__(self, model: nn.Module, name: str, score: torch.Tensor):
+        module_name, _, attr = name.rpartition(".")
+        try:
+            self.module = model.get_submodule(module_name)
+        except AttributeError:
+            raise KeyError(f"scores name {name!r} but the model has no module {module_name!r}") from None
+        self.name, self.attr = name, attr
+        existing = getattr(self.module, attr + "_mask", None)
+        self.storage = getattr(self.module, attr + "_orig" if existing is not None else attr, None)
+        if not isinstance(self.storage, torch.Tensor):
+            raise KeyError(f"scores name {name!r} but the model has no such parameter")
+        if score.shape != self.storage.shape:
+            raise ValueError(f"scores for {name!r} have shape {tuple(score.shape)}, the parameter "
+                             f"{tuple(self.storage.shape)}")
+        flat = score.detach().reshape(-1).to(device=self.storage.device, dtype=torch.float64)
+        if torch.isnan(flat).any():
+            raise ValueError(f"scores for {name!r} contain NaN; fix the scorer before pruning")
+        if existing is not None:  # already-pruned weights go first
+            flat = torch.where(existing.reshape(-1) == 0, torch.full_like(flat, -torch.inf), flat)
+        self.score = flat
+
+    @property
+    def numel(self) -> int:
+        return self.score.numel()
+
+
+def _masks_at(items: List[_Scored], sparsity: float, scope: str,
+              global_order: Optional[torch.Tensor]) -> List[torch.Tensor]:
+    """Keep-masks (1 = kept) pruning exactly round(sparsity * n) lowest scores."""
+    if scope == "global":
+        total = sum(i.numel for i in items)
+        keep = torch.ones(total, dtype=torch.bool, device=global_order.device)
+        keep[global_order[:round(sparsity * total)]] = False
+        pieces = torch.split(keep, [i.numel for i in items])
+        return [p.to(i.storage.device) for p, i in zip(pieces, items)]
+    masks = []
+    for i in items:
+        keep = torch.ones(i.numel, dtype=torch.bool, device=i.score.device)
+        keep[i.order[:round(sparsity * i.numel)]] = False
+        masks.append(keep)
+    return masks
+
+
+def _evaluate_masked(model: nn.Module, items: List[_Scored], masks: List[torch.Tensor],
+                     evaluate: Evaluate) -> float:
+    """Accuracy with the masks applied temporarily; the weights are restored after."""
+    saved = [i.storage.detach().clone() for i in items]
+    try:
+        with torch.no_grad():
+            for i, m in zip(items, masks):
+                i.storage.mul_(m.view(i.storage.shape).to(i.storage.dtype))
+        return float(evaluate(model))
+    finally:
+        with torch.no_grad():
+            for i, s in zip(items, saved):
+                i.storage.copy_(s)
+
+
+def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
+          sparsity: Optional[float] = None, min_accuracy: Optional[float] = None,
+          evaluate: Optional[Evaluate] = None, scope: str = "global",
+          tolerance: float = 1e-3) -> PruneReport:
+    """Prune the lowest-scoring weights of ``model`` in one shot.
+
+    Args:
+        scores: {parameter name: tensor of its shape}, higher = more important
+            (e.g. ``TicketSearch.significance()``).
+        sparsity: prune exactly ``round(sparsity * n)`` weights (of all scored
+            weights, or of each layer with ``scope="layer"``).
+        min_accuracy: instead, find the largest sparsity whose ``evaluate(model)``
+            stays >= min_accuracy, by bisection to ``tolerance`` (about
+            log2(1/tolerance) evaluations); assumes accuracy falls as sparsity rises.
+        evaluate: ``evaluate(model) -> accuracy`` on held-out (validation) data;
+            needed for min_accuracy, optional otherwise (fills the report).
+        scope: "global" ranks all scored weights together; "layer" prunes each
+            layer to the same sparsity.
+    """
+    start = time.perf_counter()
+    if (sparsity is None) == (min_accuracy is None):
+        raise ValueError("give exactly one of sparsity= (a fraction of weights to prune) or "
+                         "min_accuracy= (an accuracy floor to prune down to)")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if sparsity is not None and not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must lie in [0, 1] (the fraction of weights pruned), got {sparsity}")
+    if min_accuracy is not None and evaluate is None:
+        raise ValueError("min_accuracy needs evaluate=: a function model -> validation accuracy")
+    if not scores:
+        raise ValueError("scores is empty: there is nothing to prune; pass {parameter name: scores}")
+    if not 0.0 < tolerance < 1.0:
+        raise ValueError(f"tolerance must lie in (0, 1), got {tolerance}")
+
+    items = [_Scored(model, name, s) for name, s in scores.items()]
+    order = None
+    if scope == "global":
+        allscores = torch.cat([i.score.to(items[0].score.device) for i in items])
+        order = torch.sort(allscores, stable=True).indices
+    else:
+        for i in items:
+            i.order = torch.sort(i.score, stable=True).indices
+
+    report = PruneReport(sparsity=0.0, layers={}, min_accuracy=min_accuracy)
+    if evaluate is not None:
+        report.accuracy_before = float(evaluate(model))
+    if min_accuracy is not None:
+        sparsity = _bisect(model, items, scope, order, evaluate, min_accuracy, tolerance, report)
+
+    masks = _masks_at(items, sparsity, scope, order)
+    for i, m in zip(items, masks):
+        torch_prune.custom_from_mask(i.module, i.attr, m.view(i.storage.shape))
+    total = pruned_total = 0
+    for i in items:
+        final = getattr(i.module, i.attr + "_mask")
+        pruned = int((final == 0).sum())
+        report.layers[i.name] = LayerReport(i.numel, pruned, pruned / i.numel)
+        total += i.numel
+        pruned_total += pruned
+    report.sparsity = pruned_total / total
+    if evaluate is not None:
+        report.accuracy_after = float(evaluate(model))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _bisect(model, items, scope, order, evaluate, min_accuracy, tolerance, report) -> float:
+    """Largest sparsity (to ``tolerance``) whose masked accuracy stays >= min_accuracy."""
+    def accuracy_at(s: float) -> float:
+        acc = _evaluate_masked(model, items, _masks_at(items, s, scope, order), evaluate)
+        report.evaluations.append({"sparsity": s, "accuracy": acc})
+        return acc
+
+    dense = report.accuracy_before
+    if dense < min_accuracy:
+        raise ValueError(
+            f"unreachable accuracy threshold: the unpruned model already scores {dense:.4f} "
+            f"< min_accuracy {min_accuracy:.4f} on the evaluation data; lower min_accuracy "
+            f"(or train longer)")
+    lo, hi = 0.0, 1.0
+    if accuracy_at(hi) >= min_accuracy:
+        return hi
+    while hi - lo > tolerance:
+        mid = (lo + hi) / 2
+        if accuracy_at(mid) >= min_accuracy:
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -1,0 +1,278 @@
+"""TicketSearch: BINGO's lottery-ticket search, run after each training step.
+
+After the optimizer step, ``step(inputs, targets)`` measures the metric of the
+current model and of K variants, each with a random subset of the prunable
+weights (or units) reset to their initial values, and folds the changes into a
+significance score per weight. The user's model is borrowed, never changed:
+variants are evaluated by substituting tensors in a functional call, in eval
+mode, without autograd, and mode and RNG state are restored afterwards.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .dispatch import backend_name, select_backend
+from .reference import SearchPlan
+from .rules import SearchChange, Totals, get_rule
+from .subsets import LEVELS, fraction_to_threshold
+from .targets import select_targets
+
+METRICS = ("loss", "accuracy")
+STATE_FORMAT = "bingo.TicketSearch/1"
+
+
+@dataclass
+class SearchRecord:
+    """What one search step measured: the metric before and after each variant."""
+
+    step: int
+    before: float
+    after: List[float] = field(default_factory=list)
+
+
+def _accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    return (outputs.argmax(dim=-1) == targets).float().mean().item()
+
+
+class _Borrowed:
+    """Puts the model in eval mode and saves the RNG state; restores both on exit."""
+
+    def __init__(self, model: nn.Module, devices: Sequence[torch.device]):
+        self.model = model
+        self.cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
+
+    def __enter__(self):
+        self.modes = [(m, m.training) for m in self.model.modules()]
+        self.cpu_rng = torch.get_rng_state()
+        self.cuda_rng = [torch.cuda.get_rng_state(i) for i in self.cuda]
+        self.model.eval()
+        return self
+
+    def __exit__(self, *exc):
+        for m, training in self.modes:
+            m.training = training
+        torch.set_rng_state(self.cpu_rng)
+        for i, s in zip(self.cuda, self.cuda_rng):
+            torch.cuda.set_rng_state(s, i)
+        return False
+
+
+class TicketSearch:
+    """Lottery-ticket search over a model's prunable weights during training.
+
+    Args:
+        model: the network being trained; its current weights are snapshotted
+            now as the "initial" values that variants reset to.
+        fraction: share of prunable weights (or units) each variant resets, in
+            (0, 1); quantized to 1/256 (see ``effective_fraction``).
+        variants: K, the number of reset subsets evaluated per step.
+        metric: "loss" (batch loss, continuous) or "accuracy" (batch accuracy,
+            what the paper used; moves in steps of 1/batch).
+        granularity: "weight" resets single weights; "neuron" resets whole
+            output units (a row of the weight and its bias entry).
+        rule: significance rule, see :mod:`bingo.rules` ("paper", "paper-literal",
+            "mean", "contrast").
+        seed: keys the subset stream; the same seed regenerates the same subsets.
+        include / exclude: parameter names or shell patterns choosing what to
+            prune (default: weights of Linear and Conv layers).
+        loss_fn: ``loss_fn(outputs, targets)`` for the loss metric (default
+            cross-entropy).
+    """
+
+    def __init__(self, model: nn.Module, *, fraction: float, variants: int,
+                 metric: str = "loss", granularity: str = "weight", rule: str = "paper",
+                 seed: int = 0, include: Optional[Sequence[str] | str] = None,
+                 exclude: Optional[Sequence[str] | str] = None,
+                 loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None):
+        if isinstance(variants, bool) or not isinstance(variants, int) or variants < 1:
+            raise ValueError(f"variants must be an integer >= 1 (subsets evaluated per step), "
+                             f"got {variants!r}")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        self.model = model
+        self.fraction = float(fraction)
+        self.threshold = fraction_to_threshold(fraction)
+        self.variants = variants
+        self.metric = metric
+        self.granularity = granularity
+        self.rule = get_rule(rule)
+        self.seed = seed
+        self.loss_fn = loss_fn or F.cross_entropy
+        self.targets = select_targets(model, granularity=granularity, include=include,
+                                      exclude=exclude)
+        params = dict(model.named_parameters())
+        self._initial: Dict[str, torch.Tensor] = {}
+        for t in self.targets:
+            self._initial[t.name] = params[t.name].detach().clone()
+            if granularity == "neuron" and t.bias_name is not None:
+                self._initial[t.bias_name] = params[t.bias_name].detach().clone()
+        self._states = []
+        for t in self.targets:
+            p = params[t.name]
+            dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
+            self._states.append(self.rule.init_state(torch.Size([t.size]), dtype, p.device))
+        self.totals = Totals()
+        self.step_count = 0
+        self.history: List[SearchRecord] = []
+        self.search_seconds = 0.0
+
+    # ------------------------------------------------------------------ info
+    @property
+    def effective_fraction(self) -> float:
+        """The fraction the subset stream actually draws: round(fraction * 256) / 256."""
+        return self.threshold / LEVELS
+
+    @property
+    def numel(self) -> int:
+        """Elements in the search space: weights, or units at neuron granularity."""
+        return sum(t.size for t in self.targets)
+
+    def config(self) -> Dict[str, Any]:
+        return {
+            "fraction": self.fraction, "effective_fraction": self.effective_fraction,
+            "variants": self.variants, "metric": self.metric,
+            "granularity": self.granularity, "rule": self.rule.name, "seed": self.seed,
+            "targets": [t.name for t in self.targets],
+        }
+
+    def plan(self, step: int) -> SearchPlan:
+        """The plan that fixes the subsets of search step ``step``."""
+        return SearchPlan(self.seed, step, self.variants, self.threshold, self.granularity,
+                          self.numel)
+
+    def __repr__(self) -> str:
+        return (f"TicketSearch({len(self.targets)} tensors, {self.numel} {self.granularity}s, "
+                f"K={self.variants}, p={self.effective_fraction:.4f}, rule={self.rule.name}, "
+                f"metric={self.metric}, steps={self.step_count})")
+
+    # ------------------------------------------------------------------ search
+    def _current(self) -> Dict[str, torch.Tensor]:
+        params = dict(self.model.named_parameters())
+        current = {}
+        for name, init in self._initial.items():
+            if name not in params:
+                raise RuntimeError(f"parameter {name!r} is gone from the model; build a new "
+                                   f"TicketSearch after changing the model's structure")
+            p = params[name].detach()
+            if p.shape != init.shape:
+                raise RuntimeError(f"parameter {name!r} changed shape from {tuple(init.shape)} "
+                                   f"to {tuple(p.shape)}; build a new TicketSearch")
+            if init.device != p.device or init.dtype != p.dtype:
+                self._initial[name] = init.to(device=p.device, dtype=p.dtype)
+            current[name] = p
+        return current
+
+    def _metric_fn(self, inputs: torch.Tensor, labels: torch.Tensor):
+        def metric(overrides: Mapping[str, torch.Tensor]) -> float:
+            outputs = functional_call(self.model, dict(overrides), (inputs,))
+            if self.metric == "accuracy":
+                return _accuracy(outputs, labels)
+            return float(self.loss_fn(outputs, labels))
+        return metric
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> SearchRecord:
+        """Run one search on this batch (call it after ``optimizer.step()``)."""
+        start = time.perf_counter()
+        current = self._current()
+        device = current[self.targets[0].name].device
+        plan = self.plan(self.step_count)
+        backend = select_backend(device)
+        devices = [p.device for p in current.values()]
+        with _Borrowed(self.model, devices), torch.no_grad():
+            before, after = backend.evaluate_variants(
+                plan, self.targets, current, self._initial, self._metric_fn(inputs, targets))
+        self._check_finite(before, after)
+        higher_is_better = self.metric == "accuracy"
+        changes = [SearchChange.from_metrics(before, a, higher_is_better) for a in after]
+        with torch.no_grad():
+            backend.accumulate(plan, self.targets, self.rule, self._states, changes)
+        for c in changes:
+            self.totals.add(c)
+        record = SearchRecord(self.step_count, before, list(after))
+        self.history.append(record)
+        self.step_count += 1
+        self.search_seconds += time.perf_counter() - start
+        return record
+
+    def _check_finite(self, before: float, after: Sequence[float]) -> None:
+        if not math.isfinite(before):
+            raise FloatingPointError(
+                f"the model's {self.metric} on this batch is {before}: a search needs a finite "
+                f"baseline. Check the learning rate, the inputs and the loss function, or skip "
+                f"the search on batches where training diverged")
+        bad = [k for k, a in enumerate(after) if not math.isfinite(a)]
+        if bad:
+            raise FloatingPointError(
+                f"variants {bad} of step {self.step_count} give a non-finite {self.metric} "
+                f"({after[bad[0]]}) when their subsets are reset to initial values; check the "
+                f"initial weights for inf/nan or use metric='accuracy'")
+
+    # ------------------------------------------------------------------ results
+    def unit_significance(self) -> Dict[str, torch.Tensor]:
+        """Per-unit scores at neuron granularity: {weight name: [units] tensor}."""
+        if self.granularity != "neuron":
+            raise ValueError("unit_significance() needs granularity='neuron'; "
+                             "use significance() for per-weight scores")
+        return {t.name: self.rule.score(s, self.totals) for t, s in zip(self.targets, self._states)}
+
+    def significance(self) -> Dict[str, torch.Tensor]:
+        """{parameter name: score} with each parameter's shape, dtype and device.
+
+        Higher means more important for every rule except "paper-literal". At neuron
+        granularity every weight of a unit carries the unit's score.
+        """
+        out = {}
+        for t, s in zip(self.targets, self._states):
+            score = self.rule.score(s, self.totals)
+            score = score.view(t.shape) if self.granularity == "weight" else t.expand_units(score)
+            like = self._initial[t.name]  # same dtype and device as the parameter
+            out[t.name] = score.to(device=like.device, dtype=like.dtype).contiguous()
+        return out
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything needed to resume bit-identically: config, step, initial values, scores."""
+        return {
+            "format": STATE_FORMAT,
+            "config": self.config(),
+            "step": self.step_count,
+            "initial": {k: v.clone() for k, v in self._initial.items()},
+            "state": [{k: v.clone() for k, v in s.items()} for s in self._states],
+            "totals": {"searches": self.totals.searches, "damage_sum": self.totals.damage_sum},
+            "search_seconds": self.search_seconds,
+            "history": [(r.step, r.before, list(r.after)) for r in self.history],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict`; the configuration must match this search's."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a TicketSearch state (format {state.get('format')!r})")
+        mine, theirs = self.config(), state["config"]
+        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+        if diff:
+            details = ", ".join(f"{k}: saved {theirs.get(k)!r} vs here {mine[k]!r}" for k in diff)
+            raise ValueError(f"saved search has a different configuration ({details}); "
+                             f"construct the TicketSearch with the saved settings")
+        for name, value in state["initial"].items():
+            self._initial[name] = value.to(self._initial[name].device).clone()
+        for mine_s, saved in zip(self._states, state["state"]):
+            for k, v in saved.items():
+                mine_s[k].copy_(v)
+        self.totals = Totals(int(state["totals"]["searches"]), float(state["totals"]["damage_sum"]))
+        self.step_count = int(state["step"])
+        self.search_seconds = float(state["search_seconds"])
+        self.history = [SearchRecord(s, b, list(a)) for s, b, a in state["history"]]
+
+    @property
+    def backend(self) -> str:
+        return backend_name(select_backend(self._initial[self.targets[0].name].device))

@@ -1,0 +1,92 @@
+"""Which parameters a search or a pruner works on, and where they sit in the element space.
+
+By default the prunable tensors are the weights of Linear and Conv layers;
+``include`` / ``exclude`` take parameter names or shell-style patterns
+(``"fc*.weight"``) to choose others. Each tensor owns a contiguous range of the
+search's global element index space: its elements at weight granularity, its
+output units (rows of dim 0) at neuron granularity.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+DEFAULT_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+GRANULARITIES = ("weight", "neuron")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One prunable tensor: its name, owner module, optional bias, and element range."""
+
+    name: str           # parameter name, e.g. "fc1.weight"
+    module_name: str    # owning module, e.g. "fc1"
+    attr: str           # attribute on the module, e.g. "weight"
+    bias_name: Optional[str]  # the owner's bias, reset with its unit at neuron granularity
+    shape: torch.Size
+    offset: int         # first global element index of this tensor
+    size: int           # elements in the index space (numel, or rows at neuron granularity)
+
+    @property
+    def units(self) -> int:
+        return self.shape[0]
+
+    def expand_units(self, unit_values: torch.Tensor) -> torch.Tensor:
+        """Broadcast a per-unit tensor over the weight's shape (row i gets value i)."""
+        view = unit_values.reshape((self.units,) + (1,) * (len(self.shape) - 1))
+        return view.expand(self.shape)
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _as_list(patterns: Optional[Sequence[str] | str]) -> List[str]:
+    if patterns is None:
+        return []
+    return [patterns] if isinstance(patterns, str) else list(patterns)
+
+
+def select_targets(model: nn.Module, *, granularity: str = "weight",
+                   include: Optional[Sequence[str] | str] = None,
+                   exclude: Optional[Sequence[str] | str] = None) -> List[Target]:
+    """The prunable tensors of ``model`` in registration order, with their index ranges."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    include_l, exclude_l = _as_list(include), _as_list(exclude)
+    modules = dict(model.named_modules())
+    targets: List[Target] = []
+    offset = 0
+    for name, param in model.named_parameters():
+        module_name, _, attr = name.rpartition(".")
+        module = modules[module_name]
+        if include_l:
+            chosen = _matches(name, include_l)
+        else:
+            chosen = isinstance(module, DEFAULT_LAYER_TYPES) and attr == "weight"
+        if not chosen or _matches(name, exclude_l):
+            continue
+        if param.dim() == 0:
+            raise ValueError(f"parameter {name!r} is a scalar: there is nothing to prune in it; "
+                             f"leave it out of include=")
+        bias = getattr(module, "bias", None) if attr == "weight" else None
+        bias_name = f"{module_name}.bias" if module_name else "bias"
+        has_bias = isinstance(bias, nn.Parameter) and bias.shape[:1] == param.shape[:1]
+        size = param.numel() if granularity == "weight" else param.shape[0]
+        targets.append(Target(name, module_name, attr, bias_name if has_bias else None,
+                              param.shape, offset, size))
+        offset += size
+    if not targets:
+        what = f"include={include_l}" if include_l else "Linear/Conv weights"
+        raise ValueError(
+            f"{type(model).__name__} has nothing to prune: no parameter matched {what}"
+            + (f" after exclude={exclude_l}" if exclude_l else "")
+            + "; pass include=[parameter names or patterns] to choose what to prune"
+        )
+    return targets

@@ -1,0 +1,56 @@
+"""`bingo prune` end to end on a slice of real MNIST."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bingo.cli import main
+
+REQUIRED = {"method", "model", "dataset", "seed", "sparsity", "dense_accuracy",
+            "pruned_accuracy", "per_layer", "train_seconds", "search_seconds",
+            "prune_seconds", "total_seconds", "config"}
+
+
+def test_prune_to_sparsity_writes_json(data_dir, tmp_path, capsys):
+    out = tmp_path / "run.json"
+    code = main(["prune", "--model", "paper-mlp", "--data-dir", str(data_dir), "--epochs", "1",
+                 "--train-limit", "3000", "--variants", "3", "--fraction", "0.1",
+                 "--metric", "accuracy", "--granularity", "neuron", "--rule", "contrast",
+                 "--sparsity", "0.5", "--seed", "3", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert REQUIRED <= set(result)
+    assert result["method"] == "bingo" and result["model"] == "paper-mlp" and result["seed"] == 3
+    assert result["sparsity"] == pytest.approx(0.5, abs=1e-5)
+    assert set(result["per_layer"]) == {"fc1.weight", "fc2.weight", "fc3.weight"}
+    assert 0.5 < result["dense_accuracy"] <= 1 and 0 <= result["pruned_accuracy"] <= 1
+    assert result["config"]["variants"] == 3 and result["config"]["rule"] == "contrast"
+    assert result["searches"] == 3 * result["train_steps"]
+    assert "sparsity" in capsys.readouterr().out
+
+
+def test_prune_to_min_accuracy(data_dir, tmp_path):
+    out = tmp_path / "run.json"
+    assert main(["prune", "--data-dir", str(data_dir), "--epochs", "1", "--train-limit", "2000",
+                 "--variants", "2", "--min-accuracy", "0.8", "--quiet", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["pruned_val_accuracy"] >= 0.8 and result["sparsity"] > 0
+    assert result["config"]["min_accuracy"] == 0.8
+
+
+def test_missing_data_dir_is_a_clear_error(tmp_path, capsys):
+    assert main(["prune", "--data-dir", str(tmp_path / "none"), "--quiet"]) == 2
+    assert "data directory" in capsys.readouterr().err
+
+
+def test_fraction_is_checked_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        main(["prune", "--fraction", "1.5"])
+    assert "not a fraction in (0, 1)" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    done = subprocess.run([sys.executable, "-m", "bingo", "prune", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--min-accuracy" in done.stdout

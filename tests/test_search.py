@@ -1,0 +1,222 @@
+"""TicketSearch on real MNIST batches: it borrows the model without changing it,
+evaluates exactly the subsets it can regenerate, and resumes bit-identically."""
+import io
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bingo import TicketSearch
+from bingo.models import lenet300
+from bingo.reference import subset_masks
+from bingo.data import batches
+
+
+def bn_dropout_net() -> nn.Module:
+    return nn.Sequential(OrderedDict(
+        flatten=nn.Flatten(), fc1=nn.Linear(784, 37), bn=nn.BatchNorm1d(37), relu=nn.ReLU(),
+        drop=nn.Dropout(0.5), fc2=nn.Linear(37, 10)))
+
+
+def train_steps(model, data, n, lr=1e-3, seed=0, search=None):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    for i, (x, y) in enumerate(batches(data, 64, gen)):
+        if i == n:
+            break
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if search is not None:
+            search.step(x, y)
+    return opt
+
+
+def snapshot(model):
+    return ({k: v.clone() for k, v in model.state_dict(keep_vars=False).items()},
+            {n: m.training for n, m in model.named_modules()},
+            {n: (p.grad.clone() if p.grad is not None else None, p.requires_grad)
+             for n, p in model.named_parameters()},
+            torch.get_rng_state().clone())
+
+
+@pytest.mark.parametrize("granularity", ["weight", "neuron"])
+@pytest.mark.parametrize("metric", ["loss", "accuracy"])
+def test_step_leaves_model_buffers_mode_and_rng_untouched(mnist, batch, granularity, metric):
+    torch.manual_seed(1)
+    model = bn_dropout_net()
+    search = TicketSearch(model, fraction=0.2, variants=5, metric=metric, granularity=granularity)
+    train_steps(model, mnist.train, 3)
+    model.train()
+    model.drop.eval()  # a mixed mode must survive too
+    x, y = batch
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()  # leave gradients in place: a search must not touch them
+    before = snapshot(model)
+    for _ in range(2):
+        search.step(x, y)
+    after = snapshot(model)
+    for k in before[0]:
+        assert torch.equal(before[0][k], after[0][k]), k  # parameters and BN running stats
+    assert before[1] == after[1]
+    for k, (g, rg) in before[2].items():
+        assert torch.equal(g, after[2][k][0]) and rg == after[2][k][1], k
+    assert torch.equal(before[3], after[3])
+    assert model.bn.num_batches_tracked.item() == 4  # 3 training steps + 1 forward above
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("granularity", ["weight", "neuron"])
+def test_significance_has_parameter_shapes_dtypes_devices(batch, dtype, granularity):
+    model = bn_dropout_net().to(dtype)
+    search = TicketSearch(model, fraction=0.1, variants=3, granularity=granularity)
+    x, y = batch
+    search.step(x.to(dtype), y)
+    sig = search.significance()
+    params = dict(model.named_parameters())
+    assert set(sig) == {"fc1.weight", "fc2.weight"}  # Linear weights only: no bias, no BN
+    for name, s in sig.items():
+        assert s.shape == params[name].shape and s.dtype == dtype
+        assert s.device == params[name].device and torch.isfinite(s).all()
+    assert search.step_count == 1 and search.totals.searches == 3
+
+
+@pytest.mark.parametrize("granularity", ["weight", "neuron"])
+def test_evaluated_subsets_are_the_regenerated_ones(mnist, batch, granularity, fresh_seed):
+    torch.manual_seed(fresh_seed % 1000)
+    model = lenet300()
+    search = TicketSearch(model, fraction=0.07, variants=11, granularity=granularity,
+                          seed=fresh_seed)
+    train_steps(model, mnist.train, 2)  # weights now differ from their initial values
+    seen = []
+    hooks = [m.register_forward_pre_hook(
+        lambda mod, inp, name=name: seen.append((name, mod.weight.clone(), mod.bias.clone())))
+        for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    search.step(*batch)
+    search.step(*batch)  # the second step must use new subsets
+    for h in hooks:
+        h.remove()
+    layers = [t.module_name for t in search.targets]
+    reset = 0
+    params = dict(model.named_parameters())
+    init = search.state_dict()["initial"]
+    assert len(seen) == 2 * (1 + 11) * len(layers)
+    calls = [seen[i:i + len(layers)] for i in range(0, len(seen), len(layers))]
+    for step in range(2):
+        plan = search.plan(step)
+        first = calls[step * 12]
+        for (name, w, b), t in zip(first, search.targets):  # unchanged model first
+            assert torch.equal(w, params[t.name]) and torch.equal(b, params[f"{name}.bias"])
+        for k in range(11):
+            masks = subset_masks(plan, [k], search.targets, torch.device("cpu"))
+            for (name, w, b), t, m in zip(calls[step * 12 + 1 + k], search.targets, masks):
+                m = m[0]
+                full = m.view(t.shape) if granularity == "weight" else t.expand_units(m)
+                assert torch.equal(w, torch.where(full, init[t.name], params[t.name]))
+                if granularity == "neuron":
+                    bias = f"{name}.bias"
+                    assert torch.equal(b, torch.where(m, init[bias], params[bias]))
+                else:
+                    assert torch.equal(b, params[f"{name}.bias"])
+                reset += int(m.sum())
+    assert reset > 0
+    assert not torch.equal(calls[1][0][1], calls[13][0][1])
+
+
+def test_fraction_of_weights_reset_matches_request(mnist, batch):
+    model = lenet300()
+    search = TicketSearch(model, fraction=0.05, variants=4)
+    train_steps(model, mnist.train, 1)
+    search.step(*batch)
+    masks = subset_masks(search.plan(0), range(4), search.targets, torch.device("cpu"))
+    share = sum(int(m.sum()) for m in masks) / (4 * search.numel)
+    assert abs(share - 13 / 256) < 0.002 and search.effective_fraction == 13 / 256
+
+
+def run_resumable(mnist, rule, granularity, steps, split=None):
+    torch.manual_seed(0)
+    model = lenet300()
+    kw = dict(fraction=0.1, variants=3, rule=rule, granularity=granularity, seed=5)
+    search = TicketSearch(model, **kw)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    for i, (x, y) in enumerate(batches(mnist.train.subset(64 * steps), 64, gen)):
+        if i == split:  # stop: checkpoint everything, rebuild from a different init, resume
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                        "search": search.state_dict()}, buf)
+            buf.seek(0)
+            saved = torch.load(buf)
+            torch.manual_seed(999)
+            model = lenet300()
+            model.load_state_dict(saved["model"])
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            opt.load_state_dict(saved["opt"])
+            search = TicketSearch(model, **kw)
+            search.load_state_dict(saved["search"])
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        search.step(x, y)
+    return search
+
+
+@pytest.mark.parametrize("rule,granularity", [("paper", "weight"), ("contrast", "weight"),
+                                              ("mean", "neuron")])
+def test_resume_is_bit_identical(mnist, rule, granularity):
+    whole = run_resumable(mnist, rule, granularity, steps=6)
+    resumed = run_resumable(mnist, rule, granularity, steps=6, split=3)
+    a, b = whole.significance(), resumed.significance()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert [(r.step, r.before, r.after) for r in whole.history] == \
+           [(r.step, r.before, r.after) for r in resumed.history]
+    assert resumed.step_count == 6 and resumed.totals.searches == whole.totals.searches == 18
+
+
+def test_load_refuses_other_configuration(batch):
+    a = TicketSearch(lenet300(), fraction=0.1, variants=3)
+    b = TicketSearch(lenet300(), fraction=0.1, variants=4)
+    with pytest.raises(ValueError, match="variants: saved 3 vs here 4"):
+        b.load_state_dict(a.state_dict())
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.2, -0.5])
+def test_fraction_outside_unit_interval(bad):
+    with pytest.raises(ValueError, match=r"fraction must lie strictly between 0 and 1"):
+        TicketSearch(lenet300(), fraction=bad, variants=4)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_variants_below_one(bad):
+    with pytest.raises(ValueError, match="variants must be an integer >= 1"):
+        TicketSearch(lenet300(), fraction=0.1, variants=bad)
+
+
+def test_model_with_nothing_to_prune():
+    model = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(784), nn.ReLU())
+    with pytest.raises(ValueError, match="nothing to prune.*include="):
+        TicketSearch(model, fraction=0.1, variants=2)
+    with pytest.raises(ValueError, match="nothing to prune"):
+        TicketSearch(lenet300(), fraction=0.1, variants=2, exclude="fc*")
+
+
+def test_include_and_exclude_choose_tensors():
+    s = TicketSearch(lenet300(), fraction=0.1, variants=2, exclude=["fc3.weight"])
+    assert [t.name for t in s.targets] == ["fc1.weight", "fc2.weight"]
+    s = TicketSearch(lenet300(), fraction=0.1, variants=2, include=["fc*.bias"])
+    assert [t.name for t in s.targets] == ["fc1.bias", "fc2.bias", "fc3.bias"]
+
+
+def test_non_finite_loss_is_refused_and_nothing_changes(batch):
+    model = lenet300()
+    search = TicketSearch(model, fraction=0.1, variants=2)
+    with torch.no_grad():
+        model.fc2.weight[3, 5] = float("nan")
+    rng = torch.get_rng_state()
+    with pytest.raises(FloatingPointError, match="loss on this batch is nan.*finite baseline"):
+        search.step(*batch)
+    assert search.step_count == 0 and search.totals.searches == 0 and model.training
+    assert torch.equal(rng, torch.get_rng_state())
