@@ -64,6 +64,7 @@ class _Scored:
         if existing is not None:  # already-pruned weights go first
             flat = torch.where(existing.reshape(-1) == 0, torch.full_like(flat, -torch.inf), flat)
         self.score = flat
+        self.order: Optional[torch.Tensor] = None  # ascending score order, for scope="layer"
 
     @property
     def numel(self) -> int:

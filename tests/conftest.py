@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from bingo.data import load_mnist
 
@@ -42,7 +41,3 @@ def fresh_seed() -> int:
     seed = int.from_bytes(os.urandom(4), "little")
     print(f"fresh seed: {seed}")
     return seed
-
-
-def set_seed(seed: int) -> None:
-    torch.manual_seed(seed)

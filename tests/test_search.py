@@ -1,5 +1,6 @@
 """TicketSearch on real MNIST batches: it borrows the model without changing it,
 evaluates exactly the subsets it can regenerate, and resumes bit-identically."""
+import copy
 import io
 from collections import OrderedDict
 
@@ -14,10 +15,18 @@ from bingo.reference import subset_masks
 from bingo.data import batches
 
 
+class Jitter(nn.Module):
+    """Draws from the global RNG on every forward, even in eval mode (as some user
+    modules do), so a search that failed to restore the RNG state would show."""
+
+    def forward(self, x):
+        return x + 0.0 * torch.rand_like(x)
+
+
 def bn_dropout_net() -> nn.Module:
     return nn.Sequential(OrderedDict(
         flatten=nn.Flatten(), fc1=nn.Linear(784, 37), bn=nn.BatchNorm1d(37), relu=nn.ReLU(),
-        drop=nn.Dropout(0.5), fc2=nn.Linear(37, 10)))
+        drop=nn.Dropout(0.5), jitter=Jitter(), fc2=nn.Linear(37, 10)))
 
 
 def train_steps(model, data, n, lr=1e-3, seed=0, search=None):
@@ -123,6 +132,44 @@ def test_evaluated_subsets_are_the_regenerated_ones(mnist, batch, granularity, f
                 reset += int(m.sum())
     assert reset > 0
     assert not torch.equal(calls[1][0][1], calls[13][0][1])
+
+
+@pytest.mark.parametrize("granularity", ["weight", "neuron"])
+def test_scores_follow_the_evaluated_subsets(mnist, batch, granularity, fresh_seed):
+    """mean/contrast recomputed from the recorded metrics and the regenerated subsets."""
+    torch.manual_seed(fresh_seed % 1000)
+    model = lenet300()
+    searches = {r: TicketSearch(copy.deepcopy(model), fraction=0.3, variants=5, rule=r,
+                                seed=fresh_seed, granularity=granularity)
+                for r in ("mean", "contrast")}
+    train_steps(model, mnist.train, 3)  # move the weights away from their snapshot
+    for search in searches.values():
+        search.model.load_state_dict(model.state_dict())
+        for s in range(3):
+            search.step(mnist.train.images[64 * s:64 * (s + 1)],
+                        mnist.train.labels[64 * s:64 * (s + 1)])
+    search = searches["mean"]
+    assert [r.after for r in search.history] == [r.after for r in searches["contrast"].history]
+    damage = torch.tensor([a - r.before for r in search.history for a in r.after],
+                          dtype=torch.float64)
+    assert (damage.abs() > 1e-4).all()  # every reset measurably changed the loss
+    masks = [torch.cat([m.double() for m in subset_masks(search.plan(s), range(5), search.targets,
+                                                          torch.device("cpu"))], dim=1)
+             for s in range(3)]
+    reset = torch.cat(masks)  # [searches, elements]
+    count = reset.sum(0)
+    total = reset.shape[0]
+    mean_reset = (damage[:, None] * reset).sum(0) / count.clamp(min=1)
+    mean_rest = (damage[:, None] * (1 - reset)).sum(0) / (total - count).clamp(min=1)
+    expect_mean = torch.where(count > 0, mean_reset, damage.mean())
+    both = (count > 0) & (count < total)
+    expect_contrast = torch.where(both, mean_reset - mean_rest, torch.zeros_like(mean_reset))
+    for rule, expect in (("mean", expect_mean), ("contrast", expect_contrast)):
+        s = searches[rule]
+        got = (s.unit_significance() if granularity == "neuron" else
+               {k: v.flatten() for k, v in s.significance().items()})
+        got = torch.cat([got[t.name].double() for t in s.targets])
+        assert torch.allclose(got, expect, rtol=1e-5, atol=1e-6), rule
 
 
 def test_fraction_of_weights_reset_matches_request(mnist, batch):
