@@ -1,7 +1,6 @@
 """Overhead of one ticket-search step, against one plain forward and one training step.
 
-LeNet-300-100, batch 512, K = 16 variants, p = 0.05, on the backend the
-dispatcher picks. Run (see bench/README.md):
+LeNet-300-100, batch 512, K = 16 variants, p = 0.05, per backend. Run (see bench/README.md):
 
     python -m pytest bench/bench_search.py --benchmark-only --data-dir DIR
 
@@ -16,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import bingo
 from bingo import TicketSearch
 from bingo.models import lenet300
 
@@ -61,8 +61,12 @@ def test_train_step(benchmark, setup):
     benchmark(train_step)
 
 
-def test_search_step_k16(benchmark, setup):
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_search_step_k16(benchmark, setup, backend, monkeypatch):
     model, search, _, x, y = setup
+    if not bingo.available_backends()[backend]:
+        pytest.skip(f"backend {backend} is not built here")
+    monkeypatch.setenv("BINGO_BACKEND", backend)
     benchmark.group = "lenet300 b512"
     benchmark.extra_info["backend"] = search.backend
     benchmark(search.step, x, y)

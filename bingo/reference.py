@@ -71,13 +71,17 @@ def variant_tensors(plan: SearchPlan, masks: Sequence[torch.Tensor], targets: Se
 
 def evaluate_variants(plan: SearchPlan, targets: Sequence[Target],
                       current: Mapping[str, torch.Tensor], initial: Mapping[str, torch.Tensor],
-                      metric: MetricFn) -> tuple[float, List[float]]:
-    """Metric of the unchanged model, then of each variant, in variant order."""
+                      metric: MetricFn, masks_fn=None) -> tuple[float, List[float]]:
+    """Metric of the unchanged model, then of each variant, in variant order.
+
+    ``masks_fn`` lets a backend supply its own ``subset_masks`` (same signature).
+    """
+    masks_fn = masks_fn or subset_masks
     device = current[targets[0].name].device
     before = metric({})
     after = []
     for chunk in variant_chunks(plan):
-        masks = subset_masks(plan, chunk, targets, device)
+        masks = masks_fn(plan, chunk, targets, device)
         for j in range(len(chunk)):
             variant = [m[j] for m in masks]
             after.append(metric(variant_tensors(plan, variant, targets, current, initial)))
