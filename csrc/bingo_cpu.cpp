@@ -94,40 +94,41 @@ py::array_t<bool> subset_masks(uint64_t seed, uint64_t step, std::vector<uint32_
     return out;
 }
 
+// Calls fn(i, k) for each variant k = 0..K-1 (in that order per element) that resets
+// element start+i of an n-element state; the GIL is released meanwhile.
+template <typename Fn>
+void for_each_reset(uint64_t seed, uint64_t step, int64_t start, int64_t n, int threshold,
+                    size_t K, Fn&& fn) {
+    check_threshold(threshold);
+    std::vector<uint32_t> variants(K);
+    for (size_t k = 0; k < K; ++k) variants[k] = static_cast<uint32_t>(k);
+    const uint8_t th = static_cast<uint8_t>(threshold);
+    py::gil_scoped_release release;
+    for_each_group(seed, step, variants, start, n, [&](int64_t i, size_t k, uint8_t b) {
+        if (b < th) fn(i, k);
+    });
+}
+
 // "paper" family: score <- (score + term[k]) * 0.5 for each variant k resetting the element.
 void accumulate_halving(py::array score, uint64_t seed, uint64_t step, int64_t start,
                         int threshold, std::vector<double> terms) {
-    check_threshold(threshold);
     const int64_t n = score.size();
     float* s = inplace_f32(score, n, "score");
-    std::vector<float> t(terms.begin(), terms.end());
-    std::vector<uint32_t> variants(terms.size());
-    for (size_t k = 0; k < variants.size(); ++k) variants[k] = static_cast<uint32_t>(k);
-    const uint8_t th = static_cast<uint8_t>(threshold);
-    py::gil_scoped_release release;
-    // variant order per element: the group loop visits j = 0..K-1 in order for each element
-    for_each_group(seed, step, variants, start, n, [&](int64_t i, size_t j, uint8_t b) {
-        if (b < th) s[i] = (s[i] + t[j]) * 0.5f;
-    });
+    const std::vector<float> t(terms.begin(), terms.end());
+    for_each_reset(seed, step, start, n, threshold, t.size(),
+                   [&](int64_t i, size_t k) { s[i] = (s[i] + t[k]) * 0.5f; });
 }
 
 // "mean" family: damage_sum += damage[k], count += 1 for each variant k resetting the element.
 void accumulate_sum_count(py::array damage_sum, py::array count, uint64_t seed, uint64_t step,
                           int64_t start, int threshold, std::vector<double> damages) {
-    check_threshold(threshold);
     const int64_t n = damage_sum.size();
     float* d = inplace_f32(damage_sum, n, "damage_sum");
     float* c = inplace_f32(count, n, "count");
-    std::vector<float> dm(damages.begin(), damages.end());
-    std::vector<uint32_t> variants(damages.size());
-    for (size_t k = 0; k < variants.size(); ++k) variants[k] = static_cast<uint32_t>(k);
-    const uint8_t th = static_cast<uint8_t>(threshold);
-    py::gil_scoped_release release;
-    for_each_group(seed, step, variants, start, n, [&](int64_t i, size_t j, uint8_t b) {
-        if (b < th) {
-            d[i] += dm[j];
-            c[i] += 1.0f;
-        }
+    const std::vector<float> dm(damages.begin(), damages.end());
+    for_each_reset(seed, step, start, n, threshold, dm.size(), [&](int64_t i, size_t k) {
+        d[i] += dm[k];
+        c[i] += 1.0f;
     });
 }
 
