@@ -14,7 +14,7 @@ from typing import List, Sequence
 import torch
 
 from . import reference
-from .reference import SearchPlan, variant_chunks
+from .reference import SearchPlan
 from .rules import MeanRule, PaperRule, Rule, SearchChange, State
 from .targets import Target
 
@@ -50,7 +50,7 @@ def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
     if not fused or not isinstance(rule, (PaperRule, MeanRule)):
         return reference.accumulate(plan, targets, rule, states, changes)
     if isinstance(rule, PaperRule):
-        terms = [rule._term(c) for c in changes]
+        terms = [rule.term(c) for c in changes]
         for t, s in zip(targets, states):
             _cpu.accumulate_halving(s["score"].numpy(), plan.seed, plan.step, t.offset,
                                     plan.threshold, terms)

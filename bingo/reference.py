@@ -12,7 +12,7 @@ K x parameters is ever held: memory stays O(parameters).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -21,6 +21,7 @@ from .subsets import subset_mask
 from .targets import Target
 
 MetricFn = Callable[[Mapping[str, torch.Tensor]], float]
+MasksFn = Callable[..., List[torch.Tensor]]  # subset_masks(plan, variants, targets, device)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def variant_tensors(plan: SearchPlan, masks: Sequence[torch.Tensor], targets: Se
 
 def evaluate_variants(plan: SearchPlan, targets: Sequence[Target],
                       current: Mapping[str, torch.Tensor], initial: Mapping[str, torch.Tensor],
-                      metric: MetricFn, masks_fn=None) -> tuple[float, List[float]]:
+                      metric: MetricFn,
+                      masks_fn: Optional[MasksFn] = None) -> tuple[float, List[float]]:
     """Metric of the unchanged model, then of each variant, in variant order.
 
     ``masks_fn`` lets a backend supply its own ``subset_masks`` (same signature).

@@ -81,12 +81,12 @@ class PaperRule(Rule):
     def init_state(self, shape, dtype, device):
         return {"score": torch.full(shape, 0.5, dtype=dtype, device=device)}
 
-    def _term(self, change: SearchChange) -> float:
+    def term(self, change: SearchChange) -> float:
         return change.relative
 
     def update(self, state, mask, change):
         s = state["score"]
-        torch.where(mask, (s + self._term(change)) * 0.5, s, out=s)
+        torch.where(mask, (s + self.term(change)) * 0.5, s, out=s)
 
     def score(self, state, totals):
         return state["score"].clone()
@@ -102,7 +102,7 @@ class PaperLiteralRule(PaperRule):
     name = "paper-literal"
     ranks_higher_as_important = False
 
-    def _term(self, change):
+    def term(self, change):
         return 1.0 - change.relative
 
 
