@@ -8,7 +8,7 @@ from setuptools import setup
 
 cpu = Pybind11Extension(
     "bingo._cpu", ["csrc/bingo_cpu.cpp"], cxx_std=17,
-    extra_compile_args=["-O3", "-fopenmp", "-ffp-contract=off"], extra_link_args=["-fopenmp"],
+    extra_compile_args=["-O3", "-fopenmp"], extra_link_args=["-fopenmp"],
 )
 cpu.optional = True  # a failed compile warns and leaves the reference backend in charge
 

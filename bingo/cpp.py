@@ -1,20 +1,25 @@
-"""The C++ CPU backend (``bingo._cpu``, built from csrc/): same operations as
-:mod:`bingo.reference`, bit-identical results.
+"""The C++ CPU backend (``bingo._cpu``, built from csrc/): the operations of
+:mod:`bingo.reference` under the same names.
 
-Built today: subset masks and the fused accumulation of the "paper" and "mean"
-rule families (one pass over the state per step, regenerating each element's K
-decisions in registers). Evaluation runs the reference algorithm on C++ masks;
-the batched low-rank evaluation of issue 3 is still to come. Float64 states fall
-back to the reference.
+* ``subset_masks`` and ``masked_weights``: bit-identical to the reference;
+* ``linear_variants``: for a shared input, X·Wᵀ once (the caller's ``base``) plus
+  each variant's sparse correction X·(M_k ⊙ (W0 − W))ᵀ, so K variants cost about
+  (1 + K·p) dense products; for per-variant inputs, C++ masked weights and one
+  batched matrix product. Equal to the reference within float32 rounding;
+* ``evaluate_variants``: the batched pass of :mod:`bingo.batched` on these ops;
+* ``accumulate``: one fused pass per target for the "paper" and "mean" rule
+  families (each element's K decisions regenerated in registers), bit-identical;
+  other rules and float64 states use the reference.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+import sys
+from typing import List, Mapping, Optional, Sequence
 
 import torch
 
-from . import reference
-from .reference import SearchPlan
+from . import batched, reference
+from .reference import SearchBatch, SearchPlan, variant_bias
 from .rules import MeanRule, PaperRule, Rule, SearchChange, State
 from .targets import Target
 
@@ -22,6 +27,8 @@ try:
     from . import _cpu
 except ImportError:  # not built (no compiler at install time)
     _cpu = None
+
+_this = sys.modules[__name__]
 
 
 def available() -> bool:
@@ -36,10 +43,54 @@ def subset_masks(plan: SearchPlan, variants: Sequence[int], targets: Sequence[Ta
     return [flat[:, t.offset:t.offset + t.size] for t in targets]
 
 
-def evaluate_variants(plan, targets, current, initial, metric):
-    """The reference evaluation, with masks from C++."""
-    return reference.evaluate_variants(plan, targets, current, initial, metric,
-                                       masks_fn=subset_masks)
+def _f32(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float32 and t.device.type == "cpu"
+
+
+def masked_weights(plan: SearchPlan, variants: Sequence[int], target: Target,
+                   weight: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+    """[len(variants), *shape]: variant k's tensor, where(mask_k, initial, weight)."""
+    if not (_f32(weight) and _f32(initial)):
+        return reference.masked_weights(plan, variants, target, weight, initial)
+    out = torch.empty((len(variants),) + tuple(weight.shape), dtype=weight.dtype)
+    unit = 1 if plan.granularity == "weight" else weight[0].numel()
+    _cpu.masked_weights(weight.detach().contiguous().numpy(), initial.contiguous().numpy(),
+                        out.numpy(), plan.seed, plan.step, list(variants), target.offset,
+                        plan.threshold, unit)
+    return out
+
+
+def linear_variants(plan: SearchPlan, variants: Sequence[int], target: Target,
+                    x: torch.Tensor, weight: torch.Tensor, initial: torch.Tensor,
+                    bias: Optional[torch.Tensor], initial_bias: Optional[torch.Tensor],
+                    base: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """[V, B, out]: a Linear layer's output under each variant (see the module docstring)."""
+    if x.dim() == 2 and base is not None and all(map(_f32, (x, weight, initial, base))):
+        v = len(variants)
+        out_t = torch.empty(v, weight.shape[0], x.shape[0])
+        delta = torch.empty(0)
+        if plan.granularity == "neuron" and bias is not None and initial_bias is not None:
+            delta = (initial_bias - bias).float().contiguous()
+        _cpu.linear_shared_t(x.t().contiguous().numpy(), weight.detach().contiguous().numpy(),
+                             initial.contiguous().numpy(), base.t().contiguous().numpy(),
+                             delta.numpy(), out_t.numpy(), plan.seed, plan.step, list(variants),
+                             target.offset, plan.threshold, plan.granularity == "neuron")
+        return out_t.transpose(1, 2)
+    w = masked_weights(plan, variants, target, weight, initial)
+    b = variant_bias(plan, variants, target, bias, initial_bias)
+    if b is None and bias is not None:
+        b = bias.expand(len(variants), -1)
+    if b is None:
+        return torch.matmul(x, w.transpose(1, 2))
+    x3 = x.expand((len(variants),) + tuple(x.shape)) if x.dim() == 2 else x
+    return torch.baddbmm(b.unsqueeze(1), x3, w.transpose(1, 2))
+
+
+def evaluate_variants(plan: SearchPlan, targets: Sequence[Target],
+                      current: Mapping[str, torch.Tensor], initial: Mapping[str, torch.Tensor],
+                      batch: SearchBatch) -> tuple[float, List[float]]:
+    """All variants in one batched pass (:mod:`bingo.batched`) on the C++ operations."""
+    return batched.evaluate_variants(plan, targets, current, initial, batch, ops=_this)
 
 
 def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,

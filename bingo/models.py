@@ -27,7 +27,18 @@ def paper_mlp() -> nn.Sequential:
     return mlp([784, 128, 64, 10])
 
 
-MODELS: Dict[str, Callable[[], nn.Module]] = {"lenet300": lenet300, "paper-mlp": paper_mlp}
+def convnet() -> nn.Sequential:
+    """A small LeNet-5-style CNN for [B, 1, 28, 28] images: two 5x5 convs (8 and 16
+    channels, each followed by ReLU and 2x2 max-pooling), then 256-64-10; 20,424 weights.
+    The conv-net rows of the benchmarks use it."""
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(1, 8, 5), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
+        conv2=nn.Conv2d(8, 16, 5), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
+        flatten=nn.Flatten(), fc1=nn.Linear(256, 64), relu3=nn.ReLU(), fc2=nn.Linear(64, 10)))
+
+
+MODELS: Dict[str, Callable[[], nn.Module]] = {"lenet300": lenet300, "paper-mlp": paper_mlp,
+                                              "convnet": convnet}
 
 
 def build_model(name: str) -> nn.Module:

@@ -1,8 +1,11 @@
 """The pure-PyTorch backend: the executable specification of a search step.
 
-Three operations, with the names every backend mirrors:
+Operations, with the names every backend mirrors:
 
 * ``subset_masks``      which elements variant k of step t resets (regenerated, never stored);
+* ``masked_weights``    one target's K variant tensors where(mask, initial, current);
+* ``linear_variants``   a Linear layer's output under each of K variants, for a shared or
+                        per-variant input (what the batched evaluation is built from);
 * ``evaluate_variants`` the metric of the current weights and of each variant;
 * ``accumulate``        apply each variant's measured change to the rule's state.
 
@@ -15,13 +18,16 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
 
 from .rules import Rule, SearchChange, State
 from .subsets import subset_mask
 from .targets import Target
 
-MetricFn = Callable[[Mapping[str, torch.Tensor]], float]
 MasksFn = Callable[..., List[torch.Tensor]]  # subset_masks(plan, variants, targets, device)
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,35 @@ class SearchPlan:
 VARIANT_CHUNK = 8
 
 
-def variant_chunks(plan: SearchPlan) -> List[range]:
-    return [range(a, min(a + VARIANT_CHUNK, plan.variants))
-            for a in range(0, plan.variants, VARIANT_CHUNK)]
+def variant_chunks(plan: SearchPlan, size: int = VARIANT_CHUNK) -> List[range]:
+    return [range(a, min(a + size, plan.variants)) for a in range(0, plan.variants, size)]
+
+
+@dataclass
+class SearchBatch:
+    """The batch a search step is measured on: the borrowed model, its inputs and the metric."""
+
+    model: nn.Module
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    metric: str          # "loss" or "accuracy"
+    loss_fn: LossFn
+
+    def score(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The metric of each leading slice of ``outputs`` [V, B, classes], as a [V] tensor."""
+        if self.metric == "accuracy":
+            return (outputs.argmax(dim=-1) == self.labels).to(torch.float64).mean(dim=-1)
+        if self.loss_fn is F.cross_entropy:  # one call for all variants
+            v, b = outputs.shape[:2]
+            losses = F.cross_entropy(outputs.flatten(0, 1), self.labels.repeat(v),
+                                     reduction="none")
+            return losses.view(v, b).mean(dim=1)
+        return torch.stack([self.loss_fn(o, self.labels).reshape(()) for o in outputs])
+
+    def evaluate(self, overrides: Mapping[str, torch.Tensor]) -> float:
+        """The metric of the model with ``overrides`` substituted for its parameters."""
+        outputs = functional_call(self.model, dict(overrides), (self.inputs,))
+        return float(self.score(outputs.unsqueeze(0))[0])
 
 
 def subset_masks(plan: SearchPlan, variants: Sequence[int], targets: Sequence[Target],
@@ -70,23 +102,70 @@ def variant_tensors(plan: SearchPlan, masks: Sequence[torch.Tensor], targets: Se
     return out
 
 
+def target_masks(plan: SearchPlan, variants: Sequence[int], target: Target,
+                 device: torch.device) -> torch.Tensor:
+    """Bool [len(variants), *shape]: the weights of one target each variant resets."""
+    m = subset_mask(plan.seed, plan.step, variants, target.offset, target.size, plan.threshold,
+                    device)
+    if plan.granularity == "weight":
+        return m.view((len(variants),) + tuple(target.shape))
+    return m.view((len(variants), target.units) + (1,) * (len(target.shape) - 1)).expand(
+        (len(variants),) + tuple(target.shape))
+
+
+def masked_weights(plan: SearchPlan, variants: Sequence[int], target: Target,
+                   weight: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+    """[len(variants), *shape]: variant k's tensor, where(mask_k, initial, weight)."""
+    return torch.where(target_masks(plan, variants, target, weight.device), initial, weight)
+
+
+def variant_bias(plan: SearchPlan, variants: Sequence[int], target: Target,
+                 bias: Optional[torch.Tensor],
+                 initial_bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Each variant's bias [len(variants), units]; None at weight granularity (bias unchanged)."""
+    if bias is None or plan.granularity == "weight":
+        return None
+    m = subset_mask(plan.seed, plan.step, variants, target.offset, target.size, plan.threshold,
+                    bias.device)
+    return torch.where(m, initial_bias, bias)
+
+
+def linear_variants(plan: SearchPlan, variants: Sequence[int], target: Target,
+                    x: torch.Tensor, weight: torch.Tensor, initial: torch.Tensor,
+                    bias: Optional[torch.Tensor], initial_bias: Optional[torch.Tensor],
+                    base: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """[V, B, out]: a Linear layer's output under each variant.
+
+    ``x`` is [B, in] (the same input for every variant) or [V, B, in]. ``base`` may
+    carry F.linear(x, weight, bias) for a shared input; backends may use it, this
+    specification ignores it.
+    """
+    w = masked_weights(plan, variants, target, weight, initial)
+    out = torch.matmul(x, w.transpose(1, 2))
+    b = variant_bias(plan, variants, target, bias, initial_bias)
+    if b is not None:
+        return out + b.unsqueeze(1)
+    return out if bias is None else out + bias
+
+
 def evaluate_variants(plan: SearchPlan, targets: Sequence[Target],
                       current: Mapping[str, torch.Tensor], initial: Mapping[str, torch.Tensor],
-                      metric: MetricFn,
+                      batch: SearchBatch,
                       masks_fn: Optional[MasksFn] = None) -> tuple[float, List[float]]:
     """Metric of the unchanged model, then of each variant, in variant order.
 
-    ``masks_fn`` lets a backend supply its own ``subset_masks`` (same signature).
+    One functional call per variant: this loop is the specification. ``masks_fn``
+    lets a backend supply its own ``subset_masks`` (same signature).
     """
     masks_fn = masks_fn or subset_masks
     device = current[targets[0].name].device
-    before = metric({})
+    before = batch.evaluate({})
     after = []
     for chunk in variant_chunks(plan):
         masks = masks_fn(plan, chunk, targets, device)
         for j in range(len(chunk)):
             variant = [m[j] for m in masks]
-            after.append(metric(variant_tensors(plan, variant, targets, current, initial)))
+            after.append(batch.evaluate(variant_tensors(plan, variant, targets, current, initial)))
     return before, after
 
 

@@ -17,10 +17,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from .dispatch import backend_name, select_backend
-from .reference import SearchPlan
+from .reference import SearchBatch, SearchPlan
 from .rules import SearchChange, Totals, get_rule
 from .subsets import LEVELS, fraction_to_threshold
 from .targets import select_targets
@@ -36,10 +35,6 @@ class SearchRecord:
     step: int
     before: float
     after: List[float] = field(default_factory=list)
-
-
-def _accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    return (outputs.argmax(dim=-1) == targets).float().mean().item()
 
 
 class _Borrowed:
@@ -172,14 +167,6 @@ class TicketSearch:
             current[name] = p
         return current
 
-    def _metric_fn(self, inputs: torch.Tensor, labels: torch.Tensor):
-        def metric(overrides: Mapping[str, torch.Tensor]) -> float:
-            outputs = functional_call(self.model, dict(overrides), (inputs,))
-            if self.metric == "accuracy":
-                return _accuracy(outputs, labels)
-            return float(self.loss_fn(outputs, labels))
-        return metric
-
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> SearchRecord:
         """Run one search on this batch (call it after ``optimizer.step()``)."""
         start = time.perf_counter()
@@ -189,8 +176,9 @@ class TicketSearch:
         backend = select_backend(device)
         devices = [p.device for p in current.values()]
         with _Borrowed(self.model, devices), torch.no_grad():
-            before, after = backend.evaluate_variants(
-                plan, self.targets, current, self._initial, self._metric_fn(inputs, targets))
+            batch = SearchBatch(self.model, inputs, targets, self.metric, self.loss_fn)
+            before, after = backend.evaluate_variants(plan, self.targets, current,
+                                                      self._initial, batch)
         self._check_finite(before, after)
         higher_is_better = self.metric == "accuracy"
         changes = [SearchChange.from_metrics(before, a, higher_is_better) for a in after]

@@ -93,7 +93,9 @@ def test_significance_has_parameter_shapes_dtypes_devices(batch, dtype, granular
 
 
 @pytest.mark.parametrize("granularity", ["weight", "neuron"])
-def test_evaluated_subsets_are_the_regenerated_ones(mnist, batch, granularity, fresh_seed):
+def test_evaluated_subsets_are_the_regenerated_ones(mnist, batch, granularity, fresh_seed,
+                                                    monkeypatch):
+    monkeypatch.setenv("BINGO_BACKEND", "torch")  # the specification: one forward per variant
     torch.manual_seed(fresh_seed % 1000)
     model = lenet300()
     search = TicketSearch(model, fraction=0.07, variants=11, granularity=granularity,
