@@ -18,9 +18,9 @@ from typing import List, Mapping, Optional, Sequence
 
 import torch
 
-from . import batched, reference
+from . import batched, fused, reference
 from .reference import SearchBatch, SearchPlan, variant_bias
-from .rules import MeanRule, PaperRule, Rule, SearchChange, State
+from .rules import Rule, SearchChange, State
 from .targets import Target
 
 try:
@@ -96,17 +96,15 @@ def evaluate_variants(plan: SearchPlan, targets: Sequence[Target],
 def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
                states: Sequence[State], changes: Sequence[SearchChange]) -> None:
     """One fused pass per target and step; unsupported rules or dtypes use the reference."""
-    fused = all(v.dtype == torch.float32 and v.device.type == "cpu" and v.is_contiguous()
-                for s in states for v in s.values())
-    if not fused or not isinstance(rule, (PaperRule, MeanRule)):
-        return reference.accumulate(plan, targets, rule, states, changes)
-    if isinstance(rule, PaperRule):
-        terms = [rule.term(c) for c in changes]
-        for t, s in zip(targets, states):
-            _cpu.accumulate_halving(s["score"].numpy(), plan.seed, plan.step, t.offset,
-                                    plan.threshold, terms)
-    else:
-        damages = [c.damage for c in changes]
-        for t, s in zip(targets, states):
-            _cpu.accumulate_sum_count(s["damage_sum"].numpy(), s["count"].numpy(), plan.seed,
-                                      plan.step, t.offset, plan.threshold, damages)
+    if not fused.accumulate(plan, targets, rule, states, changes, halving=_halving,
+                            sum_count=_sum_count, device_type="cpu"):
+        reference.accumulate(plan, targets, rule, states, changes)
+
+
+def _halving(score, seed, step, start, threshold, terms):
+    _cpu.accumulate_halving(score.numpy(), seed, step, start, threshold, terms)
+
+
+def _sum_count(damage_sum, count, seed, step, start, threshold, damages):
+    _cpu.accumulate_sum_count(damage_sum.numpy(), count.numpy(), seed, step, start, threshold,
+                              damages)

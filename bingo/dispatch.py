@@ -1,17 +1,23 @@
 """The one place that chooses a backend for the search operations.
 
-Backends expose the same operation names as :mod:`bingo.reference`
-(``subset_masks``, ``evaluate_variants``, ``accumulate``): CPU tensors go to the
-C++ backend (:mod:`bingo.cpp`) when it was built, else to the PyTorch reference;
-the Triton backend for CUDA tensors is still to come.
-``BINGO_BACKEND=torch|cpp|triton`` forces a choice: an explicit request that
-cannot be met raises, an automatic choice falls back with one warning.
+Backends expose the same operation names as :mod:`bingo.reference` (``subset_masks``,
+``masked_weights``, ``linear_variants``, ``evaluate_variants``, ``accumulate``, ...):
+
+* CUDA tensors go to the Triton backend (:mod:`bingo.kernels.ops`) when ``triton`` is
+  installed, else to the reference with one warning;
+* CPU tensors go to the C++ backend (:mod:`bingo.cpp`) when it was built, else to the
+  reference with one warning.
+
+``BINGO_BACKEND=torch|cpp|triton`` forces a choice: an explicit request that cannot be
+met raises. ``BINGO_BACKEND=triton`` on CPU tensors is accepted only under
+``TRITON_INTERPRET=1`` (Triton's CPU interpreter: slow, for testing the kernels).
 """
 from __future__ import annotations
 
 import os
 import warnings
 from types import ModuleType
+from typing import Optional
 
 import torch
 
@@ -20,9 +26,24 @@ from . import cpp, reference
 BACKENDS = ("torch", "cpp", "triton")
 
 
+def triton_ops() -> Optional[ModuleType]:
+    """The Triton backend module, or None if triton cannot be imported."""
+    try:
+        from .kernels import ops
+    except ImportError:
+        return None
+    return ops
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def available_backends() -> dict[str, bool]:
-    """Which backends this installation can run."""
-    return {"torch": True, "cpp": cpp.available(), "triton": False}
+    """Which backends this installation can run (Triton: needs triton and a CUDA device)."""
+    has_gpu = torch.cuda.is_available()
+    return {"torch": True, "cpp": cpp.available(),
+            "triton": has_gpu and triton_ops() is not None}
 
 
 def select_backend(device: torch.device | str = "cpu") -> ModuleType:
@@ -31,18 +52,33 @@ def select_backend(device: torch.device | str = "cpu") -> ModuleType:
     if forced and forced not in BACKENDS:
         raise ValueError(f"BINGO_BACKEND={forced!r} is not a backend; use one of {BACKENDS}")
     device = torch.device(device)
-    if forced and not available_backends()[forced]:
-        raise RuntimeError(
-            f"BINGO_BACKEND={forced} was requested but that backend is not available in this "
-            f"installation (the C++ one needs a compiler at install time); unset BINGO_BACKEND "
-            f"or set it to 'torch'"
-        )
     if forced == "torch":
         return reference
     if forced == "cpp":
+        if not cpp.available():
+            raise RuntimeError("BINGO_BACKEND=cpp was requested but that backend is not available "
+                               "in this installation (the C++ one needs a compiler at install "
+                               "time); unset BINGO_BACKEND or set it to 'torch'")
         if device.type != "cpu":
             raise RuntimeError(f"BINGO_BACKEND=cpp runs on CPU tensors, the model is on {device}")
         return cpp
+    if forced == "triton":
+        ops = triton_ops()
+        if ops is None:
+            raise RuntimeError("BINGO_BACKEND=triton was requested but triton cannot be "
+                               "imported; pip install triton, or unset BINGO_BACKEND")
+        if device.type != "cuda" and not _interpreting():
+            raise RuntimeError(f"BINGO_BACKEND=triton runs on CUDA tensors, the model is on "
+                               f"{device} (set TRITON_INTERPRET=1 to run the kernels on the "
+                               f"CPU, slowly, for testing)")
+        return ops
+    if device.type == "cuda":
+        ops = triton_ops()
+        if ops is not None:
+            return ops
+        _warn_once("triton is not installed: searches on the GPU run on the slower PyTorch "
+                   "reference (pip install triton)")
+        return reference
     if device.type == "cpu":
         if cpp.available():
             return cpp
@@ -61,4 +97,8 @@ def _warn_once(message: str) -> None:
 
 
 def backend_name(backend: ModuleType) -> str:
-    return {reference: "torch", cpp: "cpp"}.get(backend, backend.__name__)
+    if backend is reference:
+        return "torch"
+    if backend is cpp:
+        return "cpp"
+    return "triton" if backend is triton_ops() else backend.__name__

@@ -1,13 +1,20 @@
 """Shared fixtures. Real MNIST comes from --data-dir or BINGO_DATA; without it the
-data tests fail with a message (they are never skipped silently)."""
+data tests fail with a message (they are never skipped silently).
+
+Without a GPU the Triton kernels run under Triton's CPU interpreter: TRITON_INTERPRET=1
+must be set before any kernel is defined, so it is set here, before bingo is imported."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
-from bingo.data import load_mnist
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from bingo.data import load_mnist  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -41,3 +48,12 @@ def fresh_seed() -> int:
     seed = int.from_bytes(os.urandom(4), "little")
     print(f"fresh seed: {seed}")
     return seed
+
+
+@pytest.fixture(scope="session")
+def kernel_device() -> torch.device:
+    """Where the Triton kernels run in these tests: the GPU, else the CPU interpreter."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    assert os.environ.get("TRITON_INTERPRET") == "1", "conftest sets TRITON_INTERPRET=1 without a GPU"
+    return torch.device("cpu")

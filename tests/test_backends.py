@@ -131,12 +131,25 @@ def test_cpp_refuses_arrays_it_would_have_to_copy():
 def test_dispatch(monkeypatch):
     monkeypatch.delenv("BINGO_BACKEND", raising=False)
     assert dispatch.select_backend("cpu") is cpp
-    assert bingo.available_backends()["cpp"] is True
+    available = bingo.available_backends()
+    assert available["cpp"] is True and available["torch"] is True
+    assert available["triton"] == (torch.cuda.is_available() and dispatch.triton_ops() is not None)
     monkeypatch.setenv("BINGO_BACKEND", "torch")
     assert dispatch.select_backend("cpu") is reference
-    monkeypatch.setenv("BINGO_BACKEND", "triton")
-    with pytest.raises(RuntimeError, match="BINGO_BACKEND=triton was requested"):
-        dispatch.select_backend("cpu")
     monkeypatch.setenv("BINGO_BACKEND", "fortran")
     with pytest.raises(ValueError, match="not a backend"):
         dispatch.select_backend("cpu")
+
+
+def test_dispatch_triton_on_cpu_only_under_the_interpreter(monkeypatch):
+    if dispatch.triton_ops() is None:
+        monkeypatch.setenv("BINGO_BACKEND", "triton")
+        with pytest.raises(RuntimeError, match="triton cannot be imported"):
+            dispatch.select_backend("cpu")
+        return
+    monkeypatch.setenv("BINGO_BACKEND", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="BINGO_BACKEND=triton runs on CUDA tensors"):
+        dispatch.select_backend("cpu")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert dispatch.select_backend("cpu") is dispatch.triton_ops()

@@ -1,0 +1,43 @@
+"""What the compiled backends (C++, Triton) share about accumulation: which rules and
+states their fused kernels cover, and the loop that hands each target to them.
+
+A fused kernel regenerates each element's K decisions and applies the rule's update
+for variants 0..K-1 in order, reading and writing the state once per step. Two update
+families exist: the "paper" family (running halving by a per-search term) and the
+"mean" family (damage sum and count). Anything else stays with the reference.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .reference import SearchPlan
+from .rules import MeanRule, PaperRule, Rule, SearchChange, State
+from .targets import Target
+
+# halving(score, seed, step, start, threshold, terms); sum_count(sum, count, seed, step,
+# start, threshold, damages): in place, on contiguous float32 tensors.
+Halving = Callable[..., None]
+SumCount = Callable[..., None]
+
+
+def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
+               states: Sequence[State], changes: Sequence[SearchChange], *,
+               halving: Halving, sum_count: SumCount, device_type: str) -> bool:
+    """Apply the step with the backend's fused kernels; False (nothing done) when the rule
+    or a state tensor (dtype, device, layout) is not one they cover."""
+    ok = all(v.dtype == torch.float32 and v.device.type == device_type and v.is_contiguous()
+             for s in states for v in s.values())
+    if not ok or not isinstance(rule, (PaperRule, MeanRule)):
+        return False
+    if isinstance(rule, PaperRule):
+        terms = [rule.term(c) for c in changes]
+        for t, s in zip(targets, states):
+            halving(s["score"], plan.seed, plan.step, t.offset, plan.threshold, terms)
+    else:
+        damages = [c.damage for c in changes]
+        for t, s in zip(targets, states):
+            sum_count(s["damage_sum"], s["count"], plan.seed, plan.step, t.offset,
+                      plan.threshold, damages)
+    return True

@@ -1,0 +1,81 @@
+"""The Triton backend: the operations of :mod:`bingo.reference` under the same names.
+
+* ``subset_masks``, ``masked_weights``, ``variant_bias``: one launch each, bit-identical;
+* ``linear_variants``: every variant of a Linear layer in one launch (kernels/linear.py),
+  within float32 rounding of the reference;
+* ``evaluate_variants``: the batched pass of :mod:`bingo.batched` on these operations;
+* ``accumulate``: the fused update for the "paper" and "mean" rule families,
+  bit-identical; other rules and non-float32 states use the reference.
+
+Tensors live on a CUDA device, or on the CPU under ``TRITON_INTERPRET=1``.
+"""
+from __future__ import annotations
+
+import sys
+from typing import List, Mapping, Optional, Sequence
+
+import torch
+
+from bingo import batched, fused, reference
+from bingo.reference import SearchBatch, SearchPlan
+from bingo.rules import Rule, SearchChange, State
+from bingo.targets import Target
+
+from . import accumulate as _accumulate
+from . import linear as _linear
+from . import masks as _masks
+
+_this = sys.modules[__name__]
+
+
+def subset_masks(plan: SearchPlan, variants: Sequence[int], targets: Sequence[Target],
+                 device: torch.device) -> List[torch.Tensor]:
+    """Per target, bool [len(variants), target.size]: the elements each variant resets."""
+    flat = _masks.subset_masks(plan.seed, plan.step, variants, 0, plan.total, plan.threshold,
+                               device)
+    return [flat[:, t.offset:t.offset + t.size] for t in targets]
+
+
+def masked_weights(plan: SearchPlan, variants: Sequence[int], target: Target,
+                   weight: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+    """[len(variants), *shape]: variant k's tensor, where(mask_k, initial, weight)."""
+    unit = 1 if plan.granularity == "weight" else weight[0].numel()
+    return _masks.masked_weights(plan.seed, plan.step, variants, target.offset, plan.threshold,
+                                 weight, initial, unit)
+
+
+def variant_bias(plan: SearchPlan, variants: Sequence[int], target: Target,
+                 bias: Optional[torch.Tensor],
+                 initial_bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Each variant's bias [len(variants), units]; None at weight granularity (bias unchanged)."""
+    if bias is None or plan.granularity == "weight":
+        return None
+    return _masks.masked_weights(plan.seed, plan.step, variants, target.offset, plan.threshold,
+                                 bias, initial_bias, 1)
+
+
+def linear_variants(plan: SearchPlan, variants: Sequence[int], target: Target,
+                    x: torch.Tensor, weight: torch.Tensor, initial: torch.Tensor,
+                    bias: Optional[torch.Tensor], initial_bias: Optional[torch.Tensor],
+                    base: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """[V, B, out]: a Linear layer's output under each variant, in one launch (``base`` unused)."""
+    return _linear.linear_variants(plan.seed, plan.step, variants, target.offset, plan.threshold,
+                                   plan.granularity == "neuron", x, weight, initial, bias,
+                                   initial_bias)
+
+
+def evaluate_variants(plan: SearchPlan, targets: Sequence[Target],
+                      current: Mapping[str, torch.Tensor], initial: Mapping[str, torch.Tensor],
+                      batch: SearchBatch) -> tuple[float, List[float]]:
+    """All variants in one batched pass (:mod:`bingo.batched`) on the Triton operations."""
+    return batched.evaluate_variants(plan, targets, current, initial, batch, ops=_this)
+
+
+def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
+               states: Sequence[State], changes: Sequence[SearchChange]) -> None:
+    """One fused launch per target and step; unsupported rules or dtypes use the reference."""
+    device_type = next(iter(states[0].values())).device.type
+    if not fused.accumulate(plan, targets, rule, states, changes,
+                            halving=_accumulate.accumulate_halving,
+                            sum_count=_accumulate.accumulate_sum_count, device_type=device_type):
+        reference.accumulate(plan, targets, rule, states, changes)
