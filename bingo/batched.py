@@ -34,8 +34,12 @@ from . import reference
 from .reference import SearchBatch, SearchPlan, variant_chunks
 from .targets import Target
 
-# Variants evaluated in one pass: bounds the [V, B, ...] activations.
+# Variants evaluated in one pass, at most; fewer when one variant's widest activation is
+# large, so that V of them fit ACTIVATION_BUDGET: on the 2-core machine, a conv net at
+# batch 512 (9.4 MB per variant after conv1) searched K = 16 in 361 ms with 2 variants
+# per pass and 564 ms with 16, while LeNet-300-100 (1.6 MB) was fastest with 16.
 BATCHED_VARIANTS = 16
+ACTIVATION_BUDGET = 24 << 20  # bytes
 
 # Layers applied to [V, B, ...] as they are (they act on the last dimensions).
 _AS_IS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid,
@@ -133,13 +137,15 @@ def evaluate_sequential(plan: SearchPlan, layers: Sequence[Layer],
     shared = batch.inputs
     for _, m, _ in layers[:first]:
         shared = m(shared)
-    h, base = shared, None
+    h, base, widest = shared, None, 0
     for i, (_, m, _) in enumerate(layers[first:]):  # the unchanged model, layer by layer
         h = m(h)
         base = h if i == 0 else base
+        widest = max(widest, h.numel() * h.element_size())
     before = float(batch.score(h.unsqueeze(0))[0])
     after: List[float] = []
-    for chunk in variant_chunks(plan, BATCHED_VARIANTS):
+    per_pass = max(1, min(BATCHED_VARIANTS, ACTIVATION_BUDGET // max(widest, 1)))
+    for chunk in variant_chunks(plan, per_pass):
         h = None  # [V, B, ...] once the first target layer has run
         for _, m, t in layers[first:]:
             if t is None:

@@ -269,6 +269,7 @@ struct Reset {
 };
 
 constexpr int64_t TILE = 64;  // batch columns held in registers (8 AVX2 vectors)
+constexpr size_t PREFETCH = 6;  // resets ahead whose input row is prefetched
 
 // dst[0..n) = src[0..n) + extra + sum over resets of d * x[i * TILE + 0..TILE): one row of
 // one variant over one tile of the batch. x is that tile of the input, packed [in, TILE]
@@ -296,6 +297,10 @@ void correct_tile_avx2(float* dst, const float* src, const Reset* resets, size_t
     __m256 acc[8];
     for (int v = 0; v < 8; ++v) acc[v] = _mm256_add_ps(_mm256_loadu_ps(from + 8 * v), e);
     for (size_t k = 0; k < count; ++k) {
+        if (k + PREFETCH < count) {  // the input rows are random: fetch a few resets ahead
+            const char* ahead = reinterpret_cast<const char*>(x + resets[k + PREFETCH].i * TILE);
+            for (int line = 0; line < 4; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
+        }
         const __m256 d = _mm256_set1_ps(resets[k].d);
         const float* xr = x + resets[k].i * TILE;
         for (int v = 0; v < 8; ++v) acc[v] = _mm256_fmadd_ps(d, _mm256_loadu_ps(xr + 8 * v), acc[v]);

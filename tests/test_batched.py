@@ -108,3 +108,18 @@ def test_what_the_fast_path_refuses():
     assert batched.sequential_layers(model, with_bias) is None  # biases as targets
     odd = nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Softmax(dim=0))
     assert batched.sequential_layers(odd, select_targets(odd)) is None  # mixes samples
+
+
+def test_small_activation_budget_splits_the_pass_same_results(mnist, fresh_seed, monkeypatch):
+    plan, targets, current, initial, batch = _setup(convnet(), mnist, "weight", fresh_seed)
+    with torch.no_grad():
+        whole = batched.evaluate_variants(plan, targets, current, initial, batch, ops=reference)
+        budget = 3 * 50 * 8 * 24 * 24 * 4  # three variants' conv1 output per pass
+        monkeypatch.setattr(batched, "ACTIVATION_BUDGET", budget)
+        passes = []
+        chunks = batched.variant_chunks
+        monkeypatch.setattr(batched, "variant_chunks",
+                            lambda p, size: passes.append(size) or chunks(p, size))
+        split = batched.evaluate_variants(plan, targets, current, initial, batch, ops=reference)
+    assert passes == [3]
+    _close(split, whole, "loss", 50)
