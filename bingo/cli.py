@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .data import DATASETS, DataNotFoundError
+from .compare import METHODS, CompareJob, markdown_table, run_compare, write_outputs
 from .jobs import DEFAULT_MIN_ACCURACY, PruneJob, run_prune_job
 from .models import MODELS
 from .rules import RULES
@@ -61,7 +62,63 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on only the first N training images (quick runs)")
     p.add_argument("--out", type=Path, default=None, help="write the result JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    _compare_parser(sub)
     return parser
+
+
+def _fractions(text: str) -> List[float]:
+    values = [_fraction(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one sparsity, e.g. 0.5,0.9")
+    return values
+
+
+def _methods(text: str) -> List[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown methods {unknown}; choose from "
+                                         f"{','.join(METHODS)}")
+    return names
+
+
+def _compare_parser(sub) -> None:
+    c = sub.add_parser("compare", help="every pruning method on one harness: table, plot, JSON",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = CompareJob()
+    c.add_argument("--model", choices=sorted(MODELS), default=d.model)
+    c.add_argument("--dataset", choices=DATASETS, default=d.dataset)
+    c.add_argument("--data-dir", default=None,
+                   help="folder containing MNIST/raw/ (default: $BINGO_DATA)")
+    c.add_argument("--methods", type=_methods, default=list(METHODS),
+                   help="comma-separated, from " + ",".join(METHODS))
+    c.add_argument("--sparsities", type=_fractions, default=list(d.sparsities),
+                   help="comma-separated fractions of prunable weights to remove")
+    c.add_argument("--no-sparsities", action="store_true",
+                   help="only the accuracy floor (with --min-accuracy)")
+    c.add_argument("--min-accuracy", type=_fraction, default=None,
+                   help="also prune each method as far as validation accuracy stays >= this")
+    c.add_argument("--epochs", type=_positive, default=d.epochs)
+    c.add_argument("--batch-size", type=_positive, default=d.batch_size)
+    c.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    c.add_argument("--lr", type=float, default=d.lr)
+    c.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
+                   help="fine-tune epochs after one-shot pruning (bingo, magnitude)")
+    c.add_argument("--imp-rate", type=_fraction, default=d.imp_rate)
+    c.add_argument("--imp-scope", choices=("layer", "global"), default=d.imp_scope)
+    c.add_argument("--rewind-step", type=int, default=d.rewind_step,
+                   help="IMP rewinds to the weights after this step (0: initialization)")
+    c.add_argument("--variants", type=_positive, default=d.variants)
+    c.add_argument("--fraction", type=_fraction, default=d.fraction)
+    c.add_argument("--rule", choices=sorted(RULES), default=d.rule)
+    c.add_argument("--metric", choices=("loss", "accuracy"), default=d.metric)
+    c.add_argument("--granularity", choices=("weight", "neuron"), default=d.granularity)
+    c.add_argument("--seed", type=int, default=d.seed)
+    c.add_argument("--train-limit", type=_positive, default=None,
+                   help="train on only the first N training images (quick runs)")
+    c.add_argument("--out", type=Path, required=True,
+                   help="folder for results.json, results.md, accuracy_vs_sparsity.png")
+    c.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def summary(result: dict) -> str:
@@ -80,6 +137,8 @@ def summary(result: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "compare":
+        return _compare(args)
     job = PruneJob(**{k: v for k, v in vars(args).items()
                       if k not in ("command", "out", "quiet")})
     try:
@@ -95,6 +154,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.quiet:
             print(f"wrote {args.out}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    fields = {k: v for k, v in vars(args).items()
+              if k not in ("command", "out", "quiet", "no_sparsities")}
+    if args.no_sparsities:
+        fields["sparsities"] = []
+    job = CompareJob(**fields)
+    try:
+        results = run_compare(job, progress=not args.quiet,
+                              log=(lambda m: None) if args.quiet else _err)
+    except (DataNotFoundError, ValueError, FloatingPointError) as err:
+        print(f"bingo: error: {err}", file=sys.stderr)
+        return 2
+    paths = write_outputs(results, args.out)
+    if not args.quiet:
+        print(markdown_table(results))
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -71,21 +71,25 @@ class _Scored:
         return self.score.numel()
 
 
-def _masks_at(items: List[_Scored], sparsity: float, scope: str,
+def _masks_at(items: List[_Scored], sparsity: Union[float, Mapping[str, float]], scope: str,
               global_order: Optional[torch.Tensor]) -> List[torch.Tensor]:
-    """Keep-masks (1 = kept) pruning exactly round(sparsity * n) lowest scores."""
+    """Keep-masks (1 = kept) pruning exactly round(sparsity * n) lowest scores (per layer
+    when ``sparsity`` maps each tensor to its own)."""
+    if isinstance(sparsity, Mapping):
+        return [_layer_mask(i, sparsity[i.name]) for i in items]
     if scope == "global":
         total = sum(i.numel for i in items)
         keep = torch.ones(total, dtype=torch.bool, device=global_order.device)
         keep[global_order[:round(sparsity * total)]] = False
         pieces = torch.split(keep, [i.numel for i in items])
         return [p.to(i.storage.device) for p, i in zip(pieces, items)]
-    masks = []
-    for i in items:
-        keep = torch.ones(i.numel, dtype=torch.bool, device=i.score.device)
-        keep[i.order[:round(sparsity * i.numel)]] = False
-        masks.append(keep)
-    return masks
+    return [_layer_mask(i, sparsity) for i in items]
+
+
+def _layer_mask(item: _Scored, sparsity: float) -> torch.Tensor:
+    keep = torch.ones(item.numel, dtype=torch.bool, device=item.score.device)
+    keep[item.order[:round(sparsity * item.numel)]] = False
+    return keep
 
 
 def _evaluate_masked(model: nn.Module, items: List[_Scored], masks: List[torch.Tensor],
@@ -104,7 +108,8 @@ def _evaluate_masked(model: nn.Module, items: List[_Scored], masks: List[torch.T
 
 
 def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
-          sparsity: Optional[float] = None, min_accuracy: Optional[float] = None,
+          sparsity: Union[float, Mapping[str, float], None] = None,
+          min_accuracy: Optional[float] = None,
           evaluate: Optional[Evaluate] = None, scope: str = "global",
           tolerance: float = 1e-3) -> PruneReport:
     """Prune the lowest-scoring weights of ``model`` in one shot.
@@ -113,7 +118,8 @@ def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
         scores: {parameter name: tensor of its shape}, higher = more important
             (e.g. ``TicketSearch.significance()``).
         sparsity: prune exactly ``round(sparsity * n)`` weights (of all scored
-            weights, or of each layer with ``scope="layer"``).
+            weights, or of each layer with ``scope="layer"``); or a mapping
+            {parameter name: its own sparsity} (layer budgets, e.g. smart ratios).
         min_accuracy: instead, find the largest sparsity whose ``evaluate(model)``
             stays >= min_accuracy, by bisection to ``tolerance`` (about
             log2(1/tolerance) evaluations); assumes accuracy falls as sparsity rises.
@@ -128,8 +134,15 @@ def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
                          "min_accuracy= (an accuracy floor to prune down to)")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    if sparsity is not None and not 0.0 <= sparsity <= 1.0:
-        raise ValueError(f"sparsity must lie in [0, 1] (the fraction of weights pruned), got {sparsity}")
+    per_layer = isinstance(sparsity, Mapping)
+    for value in (sparsity.values() if per_layer else [sparsity] if sparsity is not None else []):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"sparsity must lie in [0, 1] (the fraction of weights pruned), "
+                             f"got {value}")
+    if per_layer and set(sparsity) != set(scores):
+        raise ValueError(f"per-layer sparsity must name exactly the scored tensors: missing "
+                         f"{sorted(set(scores) - set(sparsity))}, unknown "
+                         f"{sorted(set(sparsity) - set(scores))}")
     if min_accuracy is not None and evaluate is None:
         raise ValueError("min_accuracy needs evaluate=: a function model -> validation accuracy")
     if not scores:
@@ -139,7 +152,7 @@ def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
 
     items = [_Scored(model, name, s) for name, s in scores.items()]
     order = None
-    if scope == "global":
+    if scope == "global" and not per_layer:
         allscores = torch.cat([i.score.to(items[0].score.device) for i in items])
         order = torch.sort(allscores, stable=True).indices
     else:

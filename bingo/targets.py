@@ -66,6 +66,9 @@ def select_targets(model: nn.Module, *, granularity: str = "weight",
     for name, param in model.named_parameters():
         module_name, _, attr = name.rpartition(".")
         module = modules[module_name]
+        if attr.endswith("_orig") and hasattr(module, attr[:-5] + "_mask"):
+            attr = attr[:-5]  # pruned by torch.nn.utils.prune: the tensor is still `weight`
+            name = f"{module_name}.{attr}" if module_name else attr
         if include_l:
             chosen = _matches(name, include_l)
         else:

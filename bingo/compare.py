@@ -1,0 +1,346 @@
+"""``bingo compare``: every pruning method on one harness (same data, model, initial
+weights, training loop and evaluation), at a grid of sparsities and/or at an accuracy
+floor. Writes results.json, results.md (the table) and accuracy_vs_sparsity.png.
+
+How each family meets a sparsity s (test accuracy reported, choices made on validation):
+
+* after training, one shot (``bingo``, ``magnitude``): train once (BINGO with its ticket
+  search), then prune the trained weights to s, optionally fine-tune;
+* at initialization (``random``, ``smart-ratio``, ``snip``, ``grasp``, ``synflow``): mask
+  the initial weights to s, then train with the mask enforced (one training per s);
+* ``hybrid`` (Su et al.): train dense, keep the largest weights within smart-ratio layer
+  budgets, retrain from the trained weights at the initial learning rate (rewinding);
+* ``imp``: rounds of magnitude pruning with rewinding (bingo.baselines.imp).
+
+At a floor (``min_accuracy``): BINGO and magnitude bisect the sparsity on validation;
+IMP prunes round after round until validation accuracy falls below it; the others, which
+train once per sparsity, report the largest grid sparsity that stays above it.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .baselines.imp import imp as run_imp
+from .baselines.budgets import smart_ratio
+from .baselines.scores import (grasp_scores, magnitude_scores, random_scores, snip_scores,
+                               synflow_scores)
+from .data import load_dataset
+from .jobs import environment
+from .models import build_model
+from .pruning import prune
+from .search import TicketSearch
+from .targets import select_targets
+from .training import accuracy, make_optimizer, train
+
+METHODS = ("bingo", "imp", "magnitude", "random", "smart-ratio", "hybrid", "snip", "grasp",
+           "synflow")
+
+
+@dataclass
+class CompareJob:
+    """One comparison: the shared harness and each method's own knobs."""
+
+    model: str = "lenet300"
+    dataset: str = "mnist"
+    data_dir: Optional[str] = None
+    epochs: int = 3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    methods: Sequence[str] = METHODS
+    sparsities: Sequence[float] = (0.5, 0.74, 0.88, 0.95)
+    min_accuracy: Optional[float] = None
+    finetune_epochs: int = 0           # after one-shot pruning (bingo, magnitude)
+    imp_rate: float = 0.2
+    imp_scope: str = "layer"           # output layer at half the rate
+    rewind_step: int = 0
+    variants: int = 8                  # BINGO's search
+    fraction: float = 0.05
+    rule: str = "paper"
+    metric: str = "loss"
+    granularity: str = "weight"
+    score_batch: int = 256             # SNIP / GraSP: images in their scoring batch
+    seed: int = 0
+    train_limit: Optional[int] = None
+
+    def validate(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        if not self.methods:
+            raise ValueError("no methods given; choose from " + ", ".join(METHODS))
+        for s in self.sparsities:
+            if not 0.0 < s < 1.0:
+                raise ValueError(f"sparsity {s} is not a fraction in (0, 1)")
+        if not self.sparsities and self.min_accuracy is None:
+            raise ValueError("give --sparsities, --min-accuracy, or both")
+
+    @property
+    def name(self) -> str:
+        goal = "_".join(f"s{s}" for s in self.sparsities)
+        if self.min_accuracy is not None:
+            goal += f"_acc{self.min_accuracy}"
+        return (f"compare_{self.model}_{self.dataset}_{self.optimizer}{self.lr}_e{self.epochs}_"
+                f"b{self.batch_size}_{goal}_ft{self.finetune_epochs}_seed{self.seed}")
+
+
+@dataclass
+class MethodResult:
+    method: str
+    points: List[Dict[str, float]] = field(default_factory=list)  # sparsity, val/test accuracy
+    threshold: Optional[Dict[str, Any]] = None                    # what the floor allowed
+    dense_test_accuracy: Optional[float] = None
+    seconds: float = 0.0                                          # the method's whole run
+    history: List[Dict[str, Any]] = field(default_factory=list)   # IMP rounds
+
+
+class _Harness:
+    """What every method shares: data, fresh models with the same initial weights,
+    the training loop, evaluation."""
+
+    def __init__(self, job: CompareJob, progress: bool, log: Callable[[str], None]):
+        self.job, self.progress, self.log = job, progress, log
+        self.data = load_dataset(job.dataset, job.data_dir)
+        self.train_split = self.data.train.subset(job.train_limit)
+
+    def fresh(self) -> nn.Module:
+        torch.manual_seed(self.job.seed)
+        return build_model(self.job.model)
+
+    def train(self, model: nn.Module, epochs: Optional[int] = None, after_step=None,
+              description: str = "train"):
+        opt = make_optimizer(self.job.optimizer, model.parameters(), self.job.lr)
+        return train(model, self.train_split, epochs=epochs or self.job.epochs,
+                     batch_size=self.job.batch_size, optimizer=opt, seed=self.job.seed,
+                     after_step=after_step, progress=self.progress, description=description)
+
+    def val(self, model: nn.Module) -> float:
+        return accuracy(model, self.data.val)
+
+    def test(self, model: nn.Module) -> float:
+        return accuracy(model, self.data.test)
+
+    def point(self, result: MethodResult, model: nn.Module, sparsity: float) -> None:
+        p = {"sparsity": sparsity, "val_accuracy": self.val(model),
+             "test_accuracy": self.test(model)}
+        result.points.append(p)
+        self.log(f"  {result.method:12s} sparsity {sparsity:.3f}: test {p['test_accuracy']:.4f}")
+
+    def scoring_batch(self):
+        n = min(self.job.score_batch, len(self.train_split))
+        return self.train_split.images[:n], self.train_split.labels[:n]
+
+
+def _one_shot(h: _Harness, result: MethodResult, model: nn.Module, scores) -> None:
+    """Prune trained weights by ``scores`` to each sparsity, and/or down to the floor."""
+    job = h.job
+    result.dense_test_accuracy = h.test(model)
+    for s in job.sparsities:
+        m = copy.deepcopy(model)
+        prune(m, scores, sparsity=s)
+        if job.finetune_epochs:
+            h.train(m, epochs=job.finetune_epochs, description=f"fine-tune {result.method}")
+        h.point(result, m, s)
+    if job.min_accuracy is not None:
+        m = copy.deepcopy(model)
+        report = prune(m, scores, min_accuracy=job.min_accuracy, evaluate=h.val)
+        result.threshold = {"sparsity": report.sparsity, "val_accuracy": report.accuracy_after,
+                            "test_accuracy": h.test(m), "how": "bisection on validation"}
+
+
+def _bingo(h: _Harness, result: MethodResult) -> None:
+    job = h.job
+    model = h.fresh()
+    search = TicketSearch(model, fraction=job.fraction, variants=job.variants, metric=job.metric,
+                          granularity=job.granularity, rule=job.rule, seed=job.seed)
+    h.train(model, after_step=search.step, description="train+search bingo")
+    _one_shot(h, result, model, search.significance())
+
+
+def _magnitude(h: _Harness, result: MethodResult) -> None:
+    model = h.fresh()
+    h.train(model, description="train magnitude")
+    _one_shot(h, result, model, magnitude_scores(model))
+
+
+def _grid_threshold(h: _Harness, result: MethodResult) -> None:
+    """Methods that train once per sparsity: the largest grid point above the floor."""
+    if h.job.min_accuracy is None:
+        return
+    ok = [p for p in result.points if p["val_accuracy"] >= h.job.min_accuracy]
+    best = max(ok, key=lambda p: p["sparsity"]) if ok else None
+    result.threshold = None if best is None else {**best, "how": "largest grid sparsity"}
+
+
+def _at_init(goal_fn) -> Callable[[_Harness, MethodResult], None]:
+    """A method that masks the initial weights: goal_fn(h, model, s) -> (scores, sparsity)."""
+    def run(h: _Harness, result: MethodResult) -> None:
+        for s in h.job.sparsities:
+            model = h.fresh()
+            scores, goal = goal_fn(h, model, s)
+            prune(model, scores, sparsity=goal)
+            h.train(model, description=f"train {result.method} s={s}")
+            h.point(result, model, s)
+        _grid_threshold(h, result)
+    return run
+
+
+def _smart_budget(model: nn.Module, s: float) -> Dict[str, float]:
+    targets = select_targets(model)
+    keep = smart_ratio([t.size for t in targets], s)
+    return {t.name: 1.0 - k for t, k in zip(targets, keep)}
+
+
+def _random(h, model, s):
+    return random_scores(model, torch.Generator().manual_seed(h.job.seed + 1)), s
+
+
+def _smart(h, model, s):
+    return random_scores(model, torch.Generator().manual_seed(h.job.seed + 1)), \
+        _smart_budget(model, s)
+
+
+def _snip(h, model, s):
+    return snip_scores(model, *h.scoring_batch()), s
+
+
+def _grasp(h, model, s):
+    return grasp_scores(model, *h.scoring_batch()), s
+
+
+def _synflow(h, model, s):
+    return synflow_scores(model, h.train_split.images.shape[1:], s), s
+
+
+def _hybrid(h: _Harness, result: MethodResult) -> None:
+    trained = h.fresh()
+    h.train(trained, description="train hybrid (dense)")
+    result.dense_test_accuracy = h.test(trained)
+    for s in h.job.sparsities:
+        model = copy.deepcopy(trained)
+        prune(model, magnitude_scores(model), sparsity=_smart_budget(model, s))
+        h.train(model, description=f"retrain hybrid s={s}")  # learning-rate rewinding
+        h.point(result, model, s)
+    _grid_threshold(h, result)
+
+
+def _imp(h: _Harness, result: MethodResult) -> None:
+    job = h.job
+    model = h.fresh()
+
+    def train_fn(m, after_step=None):
+        return h.train(m, after_step=after_step, description="train imp round")
+
+    def on_round(r):
+        h.log(f"  imp          round {r.round}: sparsity {r.sparsity:.3f}, "
+              f"val {r.val_accuracy:.4f}, test {r.test_accuracy:.4f}, {r.seconds:.1f}s")
+    rounds = run_imp(model, train_fn, val=h.val, test=h.test, sparsities=job.sparsities,
+                         min_accuracy=job.min_accuracy, rate=job.imp_rate, scope=job.imp_scope,
+                         rewind_step=job.rewind_step, on_round=on_round)
+    result.history = [asdict(r) for r in rounds]
+    result.dense_test_accuracy = rounds[0].test_accuracy
+    for s in job.sparsities:  # the round that pruned to s (targets are hit to rounding)
+        r = min(rounds[1:], key=lambda r: abs(r.sparsity - s))
+        result.points.append({"sparsity": s, "val_accuracy": r.val_accuracy,
+                              "test_accuracy": r.test_accuracy})
+    if job.min_accuracy is not None:
+        ok = [r for r in rounds[1:] if r.val_accuracy >= job.min_accuracy]
+        best = max(ok, key=lambda r: r.sparsity) if ok else None
+        result.threshold = None if best is None else {
+            "sparsity": best.sparsity, "val_accuracy": best.val_accuracy,
+            "test_accuracy": best.test_accuracy, "how": "rounds until validation falls below"}
+
+
+RUNNERS = {"bingo": _bingo, "magnitude": _magnitude, "imp": _imp, "hybrid": _hybrid,
+           "random": _at_init(_random), "smart-ratio": _at_init(_smart),
+           "snip": _at_init(_snip), "grasp": _at_init(_grasp), "synflow": _at_init(_synflow)}
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_compare(job: CompareJob, progress: bool = True,
+                log: Callable[[str], None] = _stderr) -> Dict[str, Any]:
+    """Run every method of ``job``; returns the JSON-able results."""
+    job.validate()
+    wall = time.perf_counter()
+    h = _Harness(job, progress, log)
+    results: List[MethodResult] = []
+    for i, method in enumerate(job.methods, start=1):
+        log(f"[{i}/{len(job.methods)}] {method}")
+        result = MethodResult(method)
+        start = time.perf_counter()
+        RUNNERS[method](h, result)
+        result.seconds = time.perf_counter() - start
+        results.append(result)
+    return {"name": job.name, "config": asdict(job) | {"methods": list(job.methods),
+                                                      "sparsities": list(job.sparsities)},
+            "methods": [asdict(r) for r in results], "total_seconds": time.perf_counter() - wall,
+            "environment": environment()}
+
+
+def markdown_table(results: Dict[str, Any]) -> str:
+    """Test accuracy per sparsity, sparsity at the floor, and wall time (also vs IMP)."""
+    cfg = results["config"]
+    sparsities = cfg["sparsities"]
+    floor = cfg["min_accuracy"]
+    imp_seconds = next((m["seconds"] for m in results["methods"] if m["method"] == "imp"), None)
+    head = ["method"] + [f"test acc @ {s:.0%}" for s in sparsities]
+    if floor is not None:
+        head += [f"sparsity @ val ≥ {floor:.0%}", "its test acc"]
+    head += ["seconds", "× IMP time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+    for m in results["methods"]:
+        by_s = {p["sparsity"]: p["test_accuracy"] for p in m["points"]}
+        row = [m["method"]] + [f"{100 * by_s[s]:.2f}%" if s in by_s else "" for s in sparsities]
+        if floor is not None:
+            t = m["threshold"]
+            row += ([f"{100 * t['sparsity']:.1f}%", f"{100 * t['test_accuracy']:.2f}%"]
+                    if t else ["none", ""])
+        row += [f"{m['seconds']:.1f}",
+                f"{m['seconds'] / imp_seconds:.2f}" if imp_seconds else ""]
+        lines.append("| " + " | ".join(row) + " |")
+    dense = [m["dense_test_accuracy"] for m in results["methods"] if m["dense_test_accuracy"]]
+    note = f"\nDense test accuracy: {100 * dense[0]:.2f}%." if dense else ""
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def plot(results: Dict[str, Any], path: Path) -> None:
+    """Test accuracy against sparsity, one line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in results["methods"]:
+        pts = sorted((p["sparsity"], p["test_accuracy"]) for p in m["points"])
+        if pts:
+            ax.plot([100 * s for s, _ in pts], [100 * a for _, a in pts], marker="o",
+                    label=m["method"])
+    ax.set_xlabel("sparsity (% of prunable weights removed)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{results['config']['model']} on {results['config']['dataset']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(results: Dict[str, Any], out: Path) -> Dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "table": out / "results.md",
+             "plot": out / "accuracy_vs_sparsity.png"}
+    paths["json"].write_text(json.dumps(results, indent=2))
+    paths["table"].write_text(f"# {results['name']}\n\n" + markdown_table(results))
+    plot(results, paths["plot"])
+    return paths
