@@ -113,6 +113,9 @@ def _compare_parser(sub) -> None:
     c.add_argument("--rule", choices=sorted(RULES), default=d.rule)
     c.add_argument("--metric", choices=("loss", "accuracy"), default=d.metric)
     c.add_argument("--granularity", choices=("weight", "neuron"), default=d.granularity)
+    c.add_argument("--sanity", action="store_true",
+                   help="also run the sanity checks of Su et al. for every method")
+    c.add_argument("--sanity-sparsity", type=_fraction, default=d.sanity_sparsity)
     c.add_argument("--seed", type=int, default=d.seed)
     c.add_argument("--train-limit", type=_positive, default=None,
                    help="train on only the first N training images (quick runs)")

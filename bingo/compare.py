@@ -36,7 +36,7 @@ from .baselines.scores import (grasp_scores, magnitude_scores, random_scores, sn
 from .data import load_dataset
 from .jobs import environment
 from .models import build_model
-from .pruning import prune
+from .pruning import current_masks, prune
 from .search import TicketSearch
 from .targets import select_targets
 from .training import accuracy, make_optimizer, train
@@ -69,6 +69,8 @@ class CompareJob:
     metric: str = "loss"
     granularity: str = "weight"
     score_batch: int = 256             # SNIP / GraSP: images in their scoring batch
+    sanity: bool = False               # also run the sanity checks (bingo.sanity)
+    sanity_sparsity: float = 0.88
     seed: int = 0
     train_limit: Optional[int] = None
 
@@ -112,9 +114,19 @@ class _Harness:
         self.data = load_dataset(job.dataset, job.data_dir)
         self.train_split = self.data.train.subset(job.train_limit)
 
-    def fresh(self) -> nn.Module:
-        torch.manual_seed(self.job.seed)
+    def fresh(self, seed: Optional[int] = None) -> nn.Module:
+        """The model at its initial weights (the same for every method, given the seed)."""
+        torch.manual_seed(self.job.seed if seed is None else seed)
         return build_model(self.job.model)
+
+    def target_names(self) -> List[str]:
+        return [t.name for t in select_targets(self.fresh())]
+
+    def with_train(self, split) -> "_Harness":
+        """The same harness training on another split (the sanity checks' corrupted data)."""
+        other = copy.copy(self)
+        other.train_split = split
+        return other
 
     def train(self, model: nn.Module, epochs: Optional[int] = None, after_step=None,
               description: str = "train"):
@@ -157,19 +169,24 @@ def _one_shot(h: _Harness, result: MethodResult, model: nn.Module, scores) -> No
                             "test_accuracy": h.test(m), "how": "bisection on validation"}
 
 
-def _bingo(h: _Harness, result: MethodResult) -> None:
+def train_and_score(h: "_Harness", method: str, search_data: Optional[Callable] = None):
+    """An after-training method's trained model and its scores (BINGO: with the search;
+    ``search_data(x, y) -> (x, y)`` changes what the search sees, not what training sees)."""
     job = h.job
     model = h.fresh()
-    search = TicketSearch(model, fraction=job.fraction, variants=job.variants, metric=job.metric,
-                          granularity=job.granularity, rule=job.rule, seed=job.seed)
-    h.train(model, after_step=search.step, description="train+search bingo")
-    _one_shot(h, result, model, search.significance())
+    if method == "bingo":
+        search = TicketSearch(model, fraction=job.fraction, variants=job.variants,
+                              metric=job.metric, granularity=job.granularity, rule=job.rule,
+                              seed=job.seed)
+        step = search.step if search_data is None else (lambda x, y: search.step(*search_data(x, y)))
+        h.train(model, after_step=step, description="train+search bingo")
+        return model, search.significance()
+    h.train(model, description=f"train {method}")
+    return model, magnitude_scores(model)
 
 
-def _magnitude(h: _Harness, result: MethodResult) -> None:
-    model = h.fresh()
-    h.train(model, description="train magnitude")
-    _one_shot(h, result, model, magnitude_scores(model))
+def _after_training(h: _Harness, result: MethodResult) -> None:
+    _one_shot(h, result, *train_and_score(h, result.method))
 
 
 def _grid_threshold(h: _Harness, result: MethodResult) -> None:
@@ -260,9 +277,35 @@ def _imp(h: _Harness, result: MethodResult) -> None:
             "test_accuracy": best.test_accuracy, "how": "rounds until validation falls below"}
 
 
-RUNNERS = {"bingo": _bingo, "magnitude": _magnitude, "imp": _imp, "hybrid": _hybrid,
-           "random": _at_init(_random), "smart-ratio": _at_init(_smart),
-           "snip": _at_init(_snip), "grasp": _at_init(_grasp), "synflow": _at_init(_synflow)}
+INIT_GOALS = {"random": _random, "smart-ratio": _smart, "snip": _snip, "grasp": _grasp,
+              "synflow": _synflow}
+DATA_FREE = ("random", "smart-ratio", "synflow")  # their masks never look at the data
+RUNNERS = {"bingo": _after_training, "magnitude": _after_training, "imp": _imp,
+           "hybrid": _hybrid, **{m: _at_init(goal) for m, goal in INIT_GOALS.items()}}
+
+
+def find_masks(h: "_Harness", method: str, sparsity: float,
+               search_data: Optional[Callable] = None) -> Dict[str, torch.Tensor]:
+    """The keep-masks ``method`` chooses at ``sparsity`` on ``h``'s training data (what the
+    sanity checks perturb); ``search_data`` as in :func:`train_and_score`."""
+    if method in ("bingo", "magnitude"):
+        model, scores = train_and_score(h, method, search_data)
+        prune(model, scores, sparsity=sparsity)
+    elif method == "hybrid":
+        model = h.fresh()
+        h.train(model, description="train hybrid (dense)")
+        prune(model, magnitude_scores(model), sparsity=_smart_budget(model, sparsity))
+    elif method == "imp":
+        model = h.fresh()
+        run_imp(model, lambda m, after_step=None: h.train(m, after_step=after_step,
+                                                          description="train imp round"),
+                val=h.val, test=h.test, sparsities=[sparsity], rate=h.job.imp_rate,
+                scope=h.job.imp_scope, rewind_step=h.job.rewind_step)
+    else:
+        model = h.fresh()
+        scores, goal = INIT_GOALS[method](h, model, sparsity)
+        prune(model, scores, sparsity=goal)
+    return current_masks(model, [t for t in h.target_names()])
 
 
 def _stderr(message: str) -> None:
@@ -283,7 +326,13 @@ def run_compare(job: CompareJob, progress: bool = True,
         RUNNERS[method](h, result)
         result.seconds = time.perf_counter() - start
         results.append(result)
-    return {"name": job.name, "config": asdict(job) | {"methods": list(job.methods),
+    sanity = []
+    if job.sanity:
+        from .sanity import run_sanity
+        for i, method in enumerate(job.methods, start=1):
+            log(f"[sanity {i}/{len(job.methods)}] {method} at {job.sanity_sparsity}")
+            sanity.append(run_sanity(h, method, job.sanity_sparsity))
+    return {"name": job.name, "sanity": sanity, "config": asdict(job) | {"methods": list(job.methods),
                                                       "sparsities": list(job.sparsities)},
             "methods": [asdict(r) for r in results], "total_seconds": time.perf_counter() - wall,
             "environment": environment()}
@@ -312,7 +361,25 @@ def markdown_table(results: Dict[str, Any]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     dense = [m["dense_test_accuracy"] for m in results["methods"] if m["dense_test_accuracy"]]
     note = f"\nDense test accuracy: {100 * dense[0]:.2f}%." if dense else ""
-    return "\n".join(lines) + "\n" + note + "\n"
+    return "\n".join(lines) + "\n" + note + "\n" + sanity_table(results.get("sanity") or [])
+
+
+def sanity_table(sanity: List[Dict[str, Any]]) -> str:
+    """Ticket accuracy per method and each check's change (percentage points)."""
+    if not sanity:
+        return ""
+    from .sanity import CHECKS
+    lines = [f"\nSanity checks (Su et al. 2020) at sparsity {sanity[0]['sparsity']:.0%}: the "
+             f"ticket (mask on the initial weights, trained) and each check's change of its "
+             f"test accuracy, in percentage points (n/a: the method never sees the data).\n",
+             "| method | ticket test acc | " + " | ".join(CHECKS) + " |",
+             "|---|---:|" + "---:|" * len(CHECKS)]
+    for r in sanity:
+        cells = ["n/a" if r["checks"].get(c) is None else f"{100 * r['checks'][c]['change']:+.2f}"
+                 for c in CHECKS]
+        lines.append(f"| {r['method']} | {100 * r['test_accuracy']:.2f}% | " + " | ".join(cells)
+                     + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(results: Dict[str, Any], path: Path) -> None:

@@ -205,3 +205,24 @@ def _bisect(model, items, scope, order, evaluate, min_accuracy, tolerance, repor
         else:
             hi = mid
     return lo
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Enforce keep-masks {parameter name: bool tensor of its shape} through
+    torch.nn.utils.prune (combined with any mask already there)."""
+    for name, keep in masks.items():
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        torch_prune.custom_from_mask(module, attr, keep.to(torch.bool))
+
+
+def current_masks(model: nn.Module, names) -> Dict[str, torch.Tensor]:
+    """The keep-masks in force on ``names`` (all True for a tensor never pruned)."""
+    out = {}
+    for name in names:
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        mask = getattr(module, attr + "_mask", None)
+        out[name] = (mask != 0).clone() if mask is not None else \
+            torch.ones_like(getattr(module, attr), dtype=torch.bool)
+    return out
