@@ -101,6 +101,7 @@ class MethodResult:
     points: List[Dict[str, float]] = field(default_factory=list)  # sparsity, val/test accuracy
     threshold: Optional[Dict[str, Any]] = None                    # what the floor allowed
     dense_test_accuracy: Optional[float] = None
+    dense_val_accuracy: Optional[float] = None
     seconds: float = 0.0                                          # the method's whole run
     history: List[Dict[str, Any]] = field(default_factory=list)   # IMP rounds
 
@@ -155,7 +156,7 @@ class _Harness:
 def _one_shot(h: _Harness, result: MethodResult, model: nn.Module, scores) -> None:
     """Prune trained weights by ``scores`` to each sparsity, and/or down to the floor."""
     job = h.job
-    result.dense_test_accuracy = h.test(model)
+    result.dense_test_accuracy, result.dense_val_accuracy = h.test(model), h.val(model)
     for s in job.sparsities:
         m = copy.deepcopy(model)
         prune(m, scores, sparsity=s)
@@ -241,7 +242,7 @@ def _synflow(h, model, s):
 def _hybrid(h: _Harness, result: MethodResult) -> None:
     trained = h.fresh()
     h.train(trained, description="train hybrid (dense)")
-    result.dense_test_accuracy = h.test(trained)
+    result.dense_test_accuracy, result.dense_val_accuracy = h.test(trained), h.val(trained)
     for s in h.job.sparsities:
         model = copy.deepcopy(trained)
         prune(model, magnitude_scores(model), sparsity=_smart_budget(model, s))
@@ -265,6 +266,7 @@ def _imp(h: _Harness, result: MethodResult) -> None:
                          rewind_step=job.rewind_step, on_round=on_round)
     result.history = [asdict(r) for r in rounds]
     result.dense_test_accuracy = rounds[0].test_accuracy
+    result.dense_val_accuracy = rounds[0].val_accuracy
     for s in job.sparsities:  # the round that pruned to s (targets are hit to rounding)
         r = min(rounds[1:], key=lambda r: abs(r.sparsity - s))
         result.points.append({"sparsity": s, "val_accuracy": r.val_accuracy,
