@@ -114,6 +114,7 @@ class _Harness:
         self.job, self.progress, self.log = job, progress, log
         self.data = load_dataset(job.dataset, job.data_dir)
         self.train_split = self.data.train.subset(job.train_limit)
+        self.search_backend: Optional[str] = None  # set once BINGO has searched
 
     def fresh(self, seed: Optional[int] = None) -> nn.Module:
         """The model at its initial weights (the same for every method, given the seed)."""
@@ -181,6 +182,7 @@ def train_and_score(h: "_Harness", method: str, search_data: Optional[Callable] 
                               seed=job.seed)
         step = search.step if search_data is None else (lambda x, y: search.step(*search_data(x, y)))
         h.train(model, after_step=step, description="train+search bingo")
+        h.search_backend = search.backend
         return model, search.significance()
     h.train(model, description=f"train {method}")
     return model, magnitude_scores(model)
@@ -337,7 +339,7 @@ def run_compare(job: CompareJob, progress: bool = True,
     return {"name": job.name, "sanity": sanity, "config": asdict(job) | {"methods": list(job.methods),
                                                       "sparsities": list(job.sparsities)},
             "methods": [asdict(r) for r in results], "total_seconds": time.perf_counter() - wall,
-            "environment": environment()}
+            "environment": environment() | {"search_backend": h.search_backend}}
 
 
 def markdown_table(results: Dict[str, Any]) -> str:

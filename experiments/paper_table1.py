@@ -64,7 +64,8 @@ def main() -> None:
             "paper: pruned | paper: minutes |\n|---|---:|---:|---:|---:|---:|---:|")
     text = [f"Machine: {platform.processor() or platform.machine()}, "
             f"{protocol['environment']['cpu_count']} CPUs, torch "
-            f"{protocol['environment']['torch']}; BINGO backend as dispatched.", "",
+            f"{protocol['environment']['torch']}; BINGO's search backend: "
+            f"{protocol['environment'].get('search_backend')}.", "",
             f"Protocol (floor 90% validation accuracy; dense test "
             f"{100 * protocol['methods'][0]['dense_test_accuracy']:.2f}%):", "", head,
             *rows(protocol), "",

@@ -86,7 +86,7 @@ def test_cpp_masked_weights_equal_reference(granularity, fresh_seed):
     plan = SearchPlan(fresh_seed, 3, 21, 70, granularity, sum(x.size for x in targets))
     for t in targets:
         w, w0 = torch.randn(t.shape, generator=gen), torch.randn(t.shape, generator=gen)
-        chunk = [2, 5, 20]
+        chunk = [2, 5] + list(range(6, 21)) + [0]  # enough that some unit is reset
         got = cpp.masked_weights(plan, chunk, t, w, w0)
         assert torch.equal(got, reference.masked_weights(plan, chunk, t, w, w0))
         assert (got == w0).any() and (got == w).any()

@@ -53,7 +53,7 @@ def test_masked_weights_and_bias_equal_reference(granularity, fresh_seed, kernel
     gen = torch.Generator().manual_seed(fresh_seed)
     targets, total = _conv_and_linear(granularity)
     plan = SearchPlan(fresh_seed, 9, 21, 70, granularity, total)
-    chunk = [2, 5, 6, 20]
+    chunk = [2, 5] + list(range(6, 21)) + [0]  # runs of several strides; some unit reset
     for t in targets:
         w, w0 = _randn(t.shape, gen, kernel_device), _randn(t.shape, gen, kernel_device)
         got = ops.masked_weights(plan, chunk, t, w, w0)
