@@ -25,13 +25,13 @@ ROUNDS = tl.constexpr(10)
 @triton.jit
 def philox_words(group, variant, seed_lo, seed_hi, step_lo, step_hi):
     """The four uint32 words of the Philox calls for int64 group indices ``group``."""
-    c0 = group.to(tl.uint32)
-    zero = tl.zeros_like(c0)
-    c1 = zero + tl.to_tensor(variant).to(tl.uint32)
-    c2 = zero + tl.to_tensor(step_lo).to(tl.uint32)
-    c3 = zero + tl.to_tensor(step_hi).to(tl.uint32)
-    k0 = tl.to_tensor(seed_lo).to(tl.uint32)
-    k1 = tl.to_tensor(seed_hi).to(tl.uint32)
+    wide = tl.zeros_like(group).to(tl.int64)  # adding a scalar of any int type widens to int64,
+    c0 = group.to(tl.uint32)                  # then .to(uint32) keeps its low 32 bits
+    c1 = (wide + variant).to(tl.uint32)
+    c2 = (wide + step_lo).to(tl.uint32)
+    c3 = (wide + step_hi).to(tl.uint32)
+    k0 = (wide + seed_lo).to(tl.uint32)
+    k1 = (wide + seed_hi).to(tl.uint32)
     for _ in tl.static_range(ROUNDS):
         n0 = tl.umulhi(c2, ROUND_B) ^ c1 ^ k0
         n2 = tl.umulhi(c0, ROUND_A) ^ c3 ^ k1
