@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from .data import DATASETS, DataNotFoundError
 from .compare import METHODS, CompareJob, markdown_table, run_compare, write_outputs
-from .jobs import DEFAULT_MIN_ACCURACY, PruneJob, run_prune_job
+from .jobs import DEFAULT_MIN_ACCURACY, PruneJob, RunSetup, run_prune_job
 from .models import MODELS
 from .rules import RULES
 from .training import OPTIMIZERS
@@ -35,6 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="train with ticket search, then prune in one shot",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = PruneJob()
+    _setup_args(p, d)
+    goal = p.add_mutually_exclusive_group()
+    goal.add_argument("--sparsity", type=_fraction, default=None,
+                      help="prune exactly this fraction of the prunable weights")
+    goal.add_argument("--min-accuracy", type=_fraction, default=None,
+                      help=f"prune as far as validation accuracy stays >= this "
+                           f"(default when neither is given: {DEFAULT_MIN_ACCURACY})")
+    p.add_argument("--scope", choices=("global", "layer"), default=d.scope)
+    p.add_argument("--out", type=Path, default=None, help="write the result JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    _compare_parser(sub)
+    return parser
+
+
+def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
+    """The options every command shares (a RunSetup's fields)."""
     p.add_argument("--model", choices=sorted(MODELS), default=d.model)
     p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
     p.add_argument("--data-dir", default=None,
@@ -44,26 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--variants", type=_positive, default=d.variants,
-                   help="K, reset subsets evaluated after each training step")
+                   help="K, reset subsets BINGO evaluates after each training step")
     p.add_argument("--fraction", type=_fraction, default=d.fraction,
                    help="share of weights (or units) each subset resets")
     p.add_argument("--metric", choices=("loss", "accuracy"), default=d.metric)
     p.add_argument("--granularity", choices=("weight", "neuron"), default=d.granularity)
     p.add_argument("--rule", choices=sorted(RULES), default=d.rule)
-    goal = p.add_mutually_exclusive_group()
-    goal.add_argument("--sparsity", type=_fraction, default=None,
-                      help="prune exactly this fraction of the prunable weights")
-    goal.add_argument("--min-accuracy", type=_fraction, default=None,
-                      help=f"prune as far as validation accuracy stays >= this "
-                           f"(default when neither is given: {DEFAULT_MIN_ACCURACY})")
-    p.add_argument("--scope", choices=("global", "layer"), default=d.scope)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-limit", type=_positive, default=None,
                    help="train on only the first N training images (quick runs)")
-    p.add_argument("--out", type=Path, default=None, help="write the result JSON here")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
-    _compare_parser(sub)
-    return parser
 
 
 def _fractions(text: str) -> List[float]:
@@ -86,10 +91,7 @@ def _compare_parser(sub) -> None:
     c = sub.add_parser("compare", help="every pruning method on one harness: table, plot, JSON",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = CompareJob()
-    c.add_argument("--model", choices=sorted(MODELS), default=d.model)
-    c.add_argument("--dataset", choices=DATASETS, default=d.dataset)
-    c.add_argument("--data-dir", default=None,
-                   help="folder containing MNIST/raw/ (default: $BINGO_DATA)")
+    _setup_args(c, d)
     c.add_argument("--methods", type=_methods, default=list(METHODS),
                    help="comma-separated, from " + ",".join(METHODS))
     c.add_argument("--sparsities", type=_fractions, default=list(d.sparsities),
@@ -98,27 +100,15 @@ def _compare_parser(sub) -> None:
                    help="only the accuracy floor (with --min-accuracy)")
     c.add_argument("--min-accuracy", type=_fraction, default=None,
                    help="also prune each method as far as validation accuracy stays >= this")
-    c.add_argument("--epochs", type=_positive, default=d.epochs)
-    c.add_argument("--batch-size", type=_positive, default=d.batch_size)
-    c.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    c.add_argument("--lr", type=float, default=d.lr)
     c.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
                    help="fine-tune epochs after one-shot pruning (bingo, magnitude)")
     c.add_argument("--imp-rate", type=_fraction, default=d.imp_rate)
     c.add_argument("--imp-scope", choices=("layer", "global"), default=d.imp_scope)
     c.add_argument("--rewind-step", type=int, default=d.rewind_step,
                    help="IMP rewinds to the weights after this step (0: initialization)")
-    c.add_argument("--variants", type=_positive, default=d.variants)
-    c.add_argument("--fraction", type=_fraction, default=d.fraction)
-    c.add_argument("--rule", choices=sorted(RULES), default=d.rule)
-    c.add_argument("--metric", choices=("loss", "accuracy"), default=d.metric)
-    c.add_argument("--granularity", choices=("weight", "neuron"), default=d.granularity)
     c.add_argument("--sanity", action="store_true",
                    help="also run the sanity checks of Su et al. for every method")
     c.add_argument("--sanity-sparsity", type=_fraction, default=d.sanity_sparsity)
-    c.add_argument("--seed", type=int, default=d.seed)
-    c.add_argument("--train-limit", type=_positive, default=None,
-                   help="train on only the first N training images (quick runs)")
     c.add_argument("--out", type=Path, required=True,
                    help="folder for results.json, results.md, accuracy_vs_sparsity.png")
     c.add_argument("--quiet", action="store_true", help="no progress output")

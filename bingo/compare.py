@@ -34,10 +34,9 @@ from .baselines.budgets import smart_ratio
 from .baselines.scores import (grasp_scores, magnitude_scores, random_scores, snip_scores,
                                synflow_scores)
 from .data import load_dataset
-from .jobs import environment
+from .jobs import RunSetup, environment
 from .models import build_model
 from .pruning import current_masks, prune
-from .search import TicketSearch
 from .targets import select_targets
 from .training import accuracy, make_optimizer, train
 
@@ -46,16 +45,10 @@ METHODS = ("bingo", "imp", "magnitude", "random", "smart-ratio", "hybrid", "snip
 
 
 @dataclass
-class CompareJob:
-    """One comparison: the shared harness and each method's own knobs."""
+class CompareJob(RunSetup):
+    """One comparison: the shared setup (data, model, training, BINGO's search) and each
+    method's own knobs."""
 
-    model: str = "lenet300"
-    dataset: str = "mnist"
-    data_dir: Optional[str] = None
-    epochs: int = 3
-    batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 1e-3
     methods: Sequence[str] = METHODS
     sparsities: Sequence[float] = (0.5, 0.74, 0.88, 0.95)
     min_accuracy: Optional[float] = None
@@ -63,16 +56,9 @@ class CompareJob:
     imp_rate: float = 0.2
     imp_scope: str = "layer"           # output layer at half the rate
     rewind_step: int = 0
-    variants: int = 8                  # BINGO's search
-    fraction: float = 0.05
-    rule: str = "paper"
-    metric: str = "loss"
-    granularity: str = "weight"
     score_batch: int = 256             # SNIP / GraSP: images in their scoring batch
     sanity: bool = False               # also run the sanity checks (bingo.sanity)
     sanity_sparsity: float = 0.88
-    seed: int = 0
-    train_limit: Optional[int] = None
 
     def validate(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -174,12 +160,9 @@ def _one_shot(h: _Harness, result: MethodResult, model: nn.Module, scores) -> No
 def train_and_score(h: "_Harness", method: str, search_data: Optional[Callable] = None):
     """An after-training method's trained model and its scores (BINGO: with the search;
     ``search_data(x, y) -> (x, y)`` changes what the search sees, not what training sees)."""
-    job = h.job
     model = h.fresh()
     if method == "bingo":
-        search = TicketSearch(model, fraction=job.fraction, variants=job.variants,
-                              metric=job.metric, granularity=job.granularity, rule=job.rule,
-                              seed=job.seed)
+        search = h.job.make_search(model)
         step = search.step if search_data is None else (lambda x, y: search.step(*search_data(x, y)))
         h.train(model, after_step=step, description="train+search bingo")
         h.search_backend = search.backend

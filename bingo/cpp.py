@@ -96,9 +96,8 @@ def evaluate_variants(plan: SearchPlan, targets: Sequence[Target],
 def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
                states: Sequence[State], changes: Sequence[SearchChange]) -> None:
     """One fused pass per target and step; unsupported rules or dtypes use the reference."""
-    if not fused.accumulate(plan, targets, rule, states, changes, halving=_halving,
-                            sum_count=_sum_count, device_type="cpu"):
-        reference.accumulate(plan, targets, rule, states, changes)
+    fused.accumulate(plan, targets, rule, states, changes, halving=_halving,
+                     sum_count=_sum_count, device_type="cpu")
 
 
 def _halving(score, seed, step, start, threshold, terms):

@@ -8,36 +8,39 @@ families exist: the "paper" family (running halving by a per-search term) and th
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, List, Sequence
 
 import torch
 
+from . import reference
 from .reference import SearchPlan
 from .rules import MeanRule, PaperRule, Rule, SearchChange, State
 from .targets import Target
 
 # halving(score, seed, step, start, threshold, terms); sum_count(sum, count, seed, step,
-# start, threshold, damages): in place, on contiguous float32 tensors.
+# start, threshold, damages): in place, on contiguous float32 tensors. ``terms`` and
+# ``damages`` are what ``values`` made of the per-variant floats, once per step.
 Halving = Callable[..., None]
 SumCount = Callable[..., None]
 
 
 def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
                states: Sequence[State], changes: Sequence[SearchChange], *,
-               halving: Halving, sum_count: SumCount, device_type: str) -> bool:
-    """Apply the step with the backend's fused kernels; False (nothing done) when the rule
+               halving: Halving, sum_count: SumCount, device_type: str,
+               values: Callable[[List[float]], Any] = list) -> None:
+    """Apply the step with a backend's fused kernels, or with the reference when the rule
     or a state tensor (dtype, device, layout) is not one they cover."""
     ok = all(v.dtype == torch.float32 and v.device.type == device_type and v.is_contiguous()
              for s in states for v in s.values())
     if not ok or not isinstance(rule, (PaperRule, MeanRule)):
-        return False
+        reference.accumulate(plan, targets, rule, states, changes)
+        return
     if isinstance(rule, PaperRule):
-        terms = [rule.term(c) for c in changes]
+        terms = values([rule.term(c) for c in changes])
         for t, s in zip(targets, states):
             halving(s["score"], plan.seed, plan.step, t.offset, plan.threshold, terms)
     else:
-        damages = [c.damage for c in changes]
+        damages = values([c.damage for c in changes])
         for t, s in zip(targets, states):
             sum_count(s["damage_sum"], s["count"], plan.seed, plan.step, t.offset,
                       plan.threshold, damages)
-    return True

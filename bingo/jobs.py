@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
@@ -25,8 +24,8 @@ DEFAULT_MIN_ACCURACY = 0.90  # the paper's protocol: prune until accuracy would 
 
 
 @dataclass
-class PruneJob:
-    """Hyperparameters of one BINGO prune run (defaults: the main MNIST job)."""
+class RunSetup:
+    """What every job shares: the data, the model and its training, BINGO's search."""
 
     model: str = "lenet300"
     dataset: str = "mnist"
@@ -40,11 +39,23 @@ class PruneJob:
     metric: str = "loss"
     granularity: str = "weight"
     rule: str = "paper"
+    seed: int = 0
+    train_limit: Optional[int] = None  # use only the first N training images (quick runs, tests)
+
+    def make_search(self, model) -> TicketSearch:
+        """BINGO's ticket search on ``model`` with this setup's knobs."""
+        return TicketSearch(model, fraction=self.fraction, variants=self.variants,
+                            metric=self.metric, granularity=self.granularity, rule=self.rule,
+                            seed=self.seed)
+
+
+@dataclass
+class PruneJob(RunSetup):
+    """Hyperparameters of one BINGO prune run (defaults: the main MNIST job)."""
+
     sparsity: Optional[float] = None
     min_accuracy: Optional[float] = None
     scope: str = "global"
-    seed: int = 0
-    train_limit: Optional[int] = None  # use only the first N training images (quick runs, tests)
 
     def target(self) -> Dict[str, Optional[float]]:
         if self.sparsity is not None and self.min_accuracy is not None:
@@ -77,8 +88,7 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     train_split = data.train.subset(job.train_limit)
     torch.manual_seed(job.seed)
     model = build_model(job.model)
-    search = TicketSearch(model, fraction=job.fraction, variants=job.variants, metric=job.metric,
-                          granularity=job.granularity, rule=job.rule, seed=job.seed)
+    search = job.make_search(model)
     optimizer = make_optimizer(job.optimizer, model.parameters(), job.lr)
     stats = train(model, train_split, epochs=job.epochs, batch_size=job.batch_size,
                   optimizer=optimizer, seed=job.seed, after_step=search.step, progress=progress,

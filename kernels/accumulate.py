@@ -62,19 +62,27 @@ def _grid(start: int, n: int, block_g: int):
     return (triton.cdiv(groups, block_g),)
 
 
+def _on_device(values, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        return values
+    return torch.tensor(values, dtype=torch.float32, device=like.device)
+
+
 def accumulate_halving(score: torch.Tensor, seed: int, step: int, start: int, threshold: int,
-                       terms: Sequence[float]) -> None:
-    """In place on a contiguous float32 ``score``; ``terms[k]`` is variant k's term."""
-    t = torch.tensor(terms, dtype=torch.float32, device=score.device)
+                       terms: Sequence[float] | torch.Tensor) -> None:
+    """In place on a contiguous float32 ``score``; ``terms[k]`` is variant k's term (floats,
+    or already a float32 tensor on the score's device)."""
+    t = _on_device(terms, score)
     n, block_g = score.numel(), elementwise_block() // 16
     accumulate_halving_kernel[_grid(start, n, block_g)](
         score, t, n, len(terms), start, *stream_args(seed, step), threshold, BLOCK_G=block_g)
 
 
 def accumulate_sum_count(damage_sum: torch.Tensor, count: torch.Tensor, seed: int, step: int,
-                         start: int, threshold: int, damages: Sequence[float]) -> None:
-    """In place on contiguous float32 ``damage_sum`` and ``count``."""
-    d = torch.tensor(damages, dtype=torch.float32, device=damage_sum.device)
+                         start: int, threshold: int,
+                         damages: Sequence[float] | torch.Tensor) -> None:
+    """In place on contiguous float32 ``damage_sum`` and ``count`` (damages as for terms)."""
+    d = _on_device(damages, damage_sum)
     n, block_g = damage_sum.numel(), elementwise_block() // 16
     accumulate_sum_count_kernel[_grid(start, n, block_g)](
         damage_sum, count, d, n, len(damages), start, *stream_args(seed, step), threshold,

@@ -16,7 +16,7 @@ from typing import List, Mapping, Optional, Sequence
 
 import torch
 
-from bingo import batched, fused, reference
+from bingo import batched, fused
 from bingo.reference import SearchBatch, SearchPlan
 from bingo.rules import Rule, SearchChange, State
 from bingo.targets import Target
@@ -73,9 +73,10 @@ def evaluate_variants(plan: SearchPlan, targets: Sequence[Target],
 
 def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
                states: Sequence[State], changes: Sequence[SearchChange]) -> None:
-    """One fused launch per target and step; unsupported rules or dtypes use the reference."""
-    device_type = next(iter(states[0].values())).device.type
-    if not fused.accumulate(plan, targets, rule, states, changes,
-                            halving=_accumulate.accumulate_halving,
-                            sum_count=_accumulate.accumulate_sum_count, device_type=device_type):
-        reference.accumulate(plan, targets, rule, states, changes)
+    """One fused launch per target and step; unsupported rules or dtypes use the reference.
+    The per-variant terms go to the device once per step, not once per target."""
+    device = next(iter(states[0].values())).device
+    fused.accumulate(plan, targets, rule, states, changes,
+                     halving=_accumulate.accumulate_halving,
+                     sum_count=_accumulate.accumulate_sum_count, device_type=device.type,
+                     values=lambda v: torch.tensor(v, dtype=torch.float32, device=device))

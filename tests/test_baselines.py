@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 from bingo import prune
 from bingo.baselines import (grasp_scores, magnitude_scores, random_scores, smart_ratio,

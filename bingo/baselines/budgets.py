@@ -1,7 +1,7 @@
 """Per-layer budgets: how much of each layer a method keeps."""
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Sequence
 
 
 def smart_ratio(sizes: Sequence[int], sparsity: float, last_keep: float = 0.3) -> list[float]:
@@ -39,8 +39,3 @@ def smart_ratio(sizes: Sequence[int], sparsity: float, last_keep: float = 0.3) -
             free.remove(l)
     return ratio
 
-
-def layer_sparsity(names: Sequence[str], sizes: Sequence[int],
-                   keep: Sequence[float]) -> Dict[str, float]:
-    """{name: sparsity} from keep ratios, for :func:`bingo.prune`."""
-    return {n: 1.0 - k for n, k in zip(names, keep)}

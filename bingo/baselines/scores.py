@@ -101,8 +101,8 @@ def synflow_scores(model: nn.Module, input_shape: Sequence[int], sparsity: float
     """SynFlow (Tanaka et al. 2020), data-free: on |w| (a copy of the model, in double
     precision, eval mode), R = sum of the output for an all-ones input; score |w ⊙ dR/dw|;
     prune to 1 - (1 - sparsity)^(k / iterations) at iteration k, rescoring each time.
-    Returns the last scores, with weights pruned along the way at -inf... ranked lowest
-    (pruned first) so that ``prune(sparsity=...)`` reproduces the iterative mask."""
+    Returns the last scores, with the weights pruned along the way at -inf, so that
+    ``prune(sparsity=...)`` reproduces the iterative mask."""
     targets = _targets(model, targets)
     work = copy.deepcopy(model).double().eval()
     with torch.no_grad():
@@ -118,11 +118,7 @@ def synflow_scores(model: nn.Module, input_shape: Sequence[int], sparsity: float
         out = work(ones).sum()
         grads = torch.autograd.grad(out, leaves)
         scores = {t.name: (g * p).detach().abs() for t, g, p in zip(targets, grads, params)}
-        if k < iterations:
-            for t in targets:  # what is masked already stays lowest
-                mask = getattr(work.get_submodule(t.module_name), t.attr + "_mask", None)
-                if mask is not None:
-                    scores[t.name] = torch.where(mask == 0, -torch.inf, scores[t.name])
+        if k < iterations:  # prune() ranks what is masked already first
             prune(work, scores, sparsity=1.0 - (1.0 - sparsity) ** (k / iterations))
     for t in targets:
         mask = getattr(work.get_submodule(t.module_name), t.attr + "_mask", None)
