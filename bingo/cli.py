@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import List, Optional
 
 from .data import DATASETS, DataNotFoundError
-from .compare import METHODS, CompareJob, markdown_table, run_compare, write_outputs
+from .compare import (METHODS, CompareJob, is_method, markdown_table, run_compare,
+                      write_outputs)
 from .jobs import DEFAULT_MIN_ACCURACY, PruneJob, RunSetup, run_prune_job
 from .models import MODELS
+from .estimators import ESTIMATORS
 from .rules import RULES
+from .search import RESET_TARGETS
 from .training import OPTIMIZERS
 
 
@@ -66,6 +69,10 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
     p.add_argument("--metric", choices=("loss", "accuracy"), default=d.metric)
     p.add_argument("--granularity", choices=("weight", "neuron"), default=d.granularity)
     p.add_argument("--rule", choices=sorted(RULES), default=d.rule)
+    p.add_argument("--reset-to", choices=RESET_TARGETS, default=d.reset_to,
+                   help="what a search resets its subset to: initial values or zeros")
+    p.add_argument("--estimator", choices=ESTIMATORS, default=d.estimator,
+                   help="how searches and gradient proxies become scores (bingo.estimators)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-limit", type=_positive, default=None,
                    help="train on only the first N training images (quick runs)")
@@ -80,10 +87,11 @@ def _fractions(text: str) -> List[float]:
 
 def _methods(text: str) -> List[str]:
     names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if not is_method(m)]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown methods {unknown}; choose from "
-                                         f"{','.join(METHODS)}")
+                                         f"{','.join(METHODS)}, or bingo:<estimator> with "
+                                         f"an estimator from {','.join(ESTIMATORS)}")
     return names
 
 
@@ -93,7 +101,8 @@ def _compare_parser(sub) -> None:
     d = CompareJob()
     _setup_args(c, d)
     c.add_argument("--methods", type=_methods, default=list(METHODS),
-                   help="comma-separated, from " + ",".join(METHODS))
+                   help="comma-separated, from " + ",".join(METHODS) + "; bingo:<estimator> "
+                        "adds a row per estimator, scored from the same training run")
     c.add_argument("--sparsities", type=_fractions, default=list(d.sparsities),
                    help="comma-separated fractions of prunable weights to remove")
     c.add_argument("--no-sparsities", action="store_true",

@@ -5,7 +5,10 @@ floor. Writes results.json, results.md (the table) and accuracy_vs_sparsity.png.
 How each family meets a sparsity s (test accuracy reported, choices made on validation):
 
 * after training, one shot (``bingo``, ``magnitude``): train once (BINGO with its ticket
-  search), then prune the trained weights to s, optionally fine-tune;
+  search), then prune the trained weights to s, optionally fine-tune. ``bingo`` scores
+  with the job's estimator; ``bingo:<estimator>`` rows score the same training run with
+  another (bingo.estimators), except ``bingo:units``, whose neuron searches need a run
+  of their own. A row's seconds include the shared training;
 * at initialization (``random``, ``smart-ratio``, ``snip``, ``grasp``, ``synflow``): mask
   the initial weights to s, then train with the mask enforced (one training per s);
 * ``hybrid`` (Su et al.): train dense, keep the largest weights within smart-ratio layer
@@ -34,6 +37,7 @@ from .baselines.budgets import smart_ratio
 from .baselines.scores import (grasp_scores, magnitude_scores, random_scores, snip_scores,
                                synflow_scores)
 from .data import load_dataset
+from .estimators import ESTIMATORS
 from .jobs import RunSetup, environment
 from .models import build_model
 from .pruning import current_masks, prune
@@ -42,6 +46,16 @@ from .training import accuracy, make_optimizer, train
 
 METHODS = ("bingo", "imp", "magnitude", "random", "smart-ratio", "hybrid", "snip", "grasp",
            "synflow")
+ESTIMATOR_ROWS = tuple(f"bingo:{e}" for e in ESTIMATORS)
+
+
+def is_method(name: str) -> bool:
+    """A method ``bingo compare`` knows: one of METHODS, or bingo:<estimator>."""
+    return name in METHODS or name in ESTIMATOR_ROWS
+
+
+def _is_bingo(method: str) -> bool:
+    return method == "bingo" or method in ESTIMATOR_ROWS
 
 
 @dataclass
@@ -61,9 +75,10 @@ class CompareJob(RunSetup):
     sanity_sparsity: float = 0.88
 
     def validate(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if not is_method(m)]
         if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+            raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}, "
+                             f"or bingo:<estimator> with one of {', '.join(ESTIMATORS)}")
         if not self.methods:
             raise ValueError("no methods given; choose from " + ", ".join(METHODS))
         for s in self.sparsities:
@@ -101,6 +116,8 @@ class _Harness:
         self.data = load_dataset(job.dataset, job.data_dir)
         self.train_split = self.data.train.subset(job.train_limit)
         self.search_backend: Optional[str] = None  # set once BINGO has searched
+        self.searched: Dict[str, Any] = {}  # granularity -> (model, search, seconds)
+        self.calibrations: List[Dict[str, Any]] = []  # what each calibrated scoring chose
 
     def fresh(self, seed: Optional[int] = None) -> nn.Module:
         """The model at its initial weights (the same for every method, given the seed)."""
@@ -114,6 +131,7 @@ class _Harness:
         """The same harness training on another split (the sanity checks' corrupted data)."""
         other = copy.copy(self)
         other.train_split = split
+        other.searched, other.calibrations = {}, []
         return other
 
     def train(self, model: nn.Module, epochs: Optional[int] = None, after_step=None,
@@ -140,39 +158,73 @@ class _Harness:
         return self.train_split.images[:n], self.train_split.labels[:n]
 
 
-def _one_shot(h: _Harness, result: MethodResult, model: nn.Module, scores) -> None:
-    """Prune trained weights by ``scores`` to each sparsity, and/or down to the floor."""
+def _one_shot(h: _Harness, result: MethodResult, model: nn.Module,
+              scores_at: Callable[[Optional[float]], Dict[str, torch.Tensor]]) -> None:
+    """Prune trained weights by ``scores_at(s)`` to each sparsity s, and/or down to the floor
+    (``scores_at(None)``: the scores for a bisection)."""
     job = h.job
     result.dense_test_accuracy, result.dense_val_accuracy = h.test(model), h.val(model)
     for s in job.sparsities:
         m = copy.deepcopy(model)
-        prune(m, scores, sparsity=s)
+        prune(m, scores_at(s), sparsity=s)
         if job.finetune_epochs:
             h.train(m, epochs=job.finetune_epochs, description=f"fine-tune {result.method}")
         h.point(result, m, s)
     if job.min_accuracy is not None:
         m = copy.deepcopy(model)
-        report = prune(m, scores, min_accuracy=job.min_accuracy, evaluate=h.val)
+        report = prune(m, scores_at(None), min_accuracy=job.min_accuracy, evaluate=h.val)
         result.threshold = {"sparsity": report.sparsity, "val_accuracy": report.accuracy_after,
                             "test_accuracy": h.test(m), "how": "bisection on validation"}
 
 
-def train_and_score(h: "_Harness", method: str, search_data: Optional[Callable] = None):
-    """An after-training method's trained model and its scores (BINGO: with the search;
-    ``search_data(x, y) -> (x, y)`` changes what the search sees, not what training sees)."""
+def _searched(h: "_Harness", estimator: str, search_data: Optional[Callable]):
+    """The model trained with BINGO's search, and the search (one run per granularity,
+    shared by every estimator row; a ``search_data`` run is never shared). Returns
+    (model, search, training seconds if reused else 0)."""
+    neuron = estimator == "units"
+    key = "neuron" if neuron else h.job.granularity
+    if search_data is None and key in h.searched:
+        model, search, seconds = h.searched[key]
+        return model, search, seconds
+    start = time.perf_counter()
     model = h.fresh()
-    if method == "bingo":
-        search = h.job.make_search(model)
-        step = search.step if search_data is None else (lambda x, y: search.step(*search_data(x, y)))
-        h.train(model, after_step=step, description="train+search bingo")
-        h.search_backend = search.backend
-        return model, search.significance()
+    overrides = dict(granularity="neuron", rule="contrast", reset_to="zero") if neuron else {}
+    search = h.job.make_search(model, **overrides)
+    step = search.step if search_data is None else (lambda x, y: search.step(*search_data(x, y)))
+    h.train(model, after_step=step, description=f"train+search bingo ({key})")
+    h.search_backend = search.backend
+    if search_data is None:
+        h.searched[key] = (model, search, time.perf_counter() - start)
+    return model, search, 0.0
+
+
+def train_and_score(h: "_Harness", method: str, search_data: Optional[Callable] = None):
+    """An after-training method's trained model and ``scores_at(sparsity)`` (BINGO: with the
+    search; ``search_data(x, y) -> (x, y)`` changes what the search sees, not what training
+    sees), and the seconds of a shared training run it reused."""
+    if _is_bingo(method):
+        estimator = h.job.estimator if method == "bingo" else method.split(":", 1)[1]
+        model, search, reused = _searched(h, estimator, search_data)
+
+        def scores_at(sparsity: Optional[float]) -> Dict[str, torch.Tensor]:
+            scores = search.significance(estimator, sparsity=sparsity)
+            if estimator == "calibrated":
+                c = search.last_calibration
+                h.calibrations.append({"method": method, **asdict(c)})
+                h.log(f"  {method:12s} calibrated at {c.sparsity:.3f}: chose {c.chosen} "
+                      f"(loss {c.losses[c.chosen]:.4f}, {c.evaluations} evaluations)")
+            return scores
+        return model, scores_at, reused
+    model = h.fresh()
     h.train(model, description=f"train {method}")
-    return model, magnitude_scores(model)
+    scores = magnitude_scores(model)
+    return model, (lambda s: scores), 0.0
 
 
 def _after_training(h: _Harness, result: MethodResult) -> None:
-    _one_shot(h, result, *train_and_score(h, result.method))
+    model, scores_at, reused = train_and_score(h, result.method)
+    result.seconds += reused
+    _one_shot(h, result, model, scores_at)
 
 
 def _grid_threshold(h: _Harness, result: MethodResult) -> None:
@@ -268,16 +320,18 @@ INIT_GOALS = {"random": _random, "smart-ratio": _smart, "snip": _snip, "grasp": 
               "synflow": _synflow}
 DATA_FREE = ("random", "smart-ratio", "synflow")  # their masks never look at the data
 RUNNERS = {"bingo": _after_training, "magnitude": _after_training, "imp": _imp,
-           "hybrid": _hybrid, **{m: _at_init(goal) for m, goal in INIT_GOALS.items()}}
+           "hybrid": _hybrid, **{m: _at_init(goal) for m, goal in INIT_GOALS.items()},
+           **{m: _after_training for m in ESTIMATOR_ROWS}}
 
 
 def find_masks(h: "_Harness", method: str, sparsity: float,
                search_data: Optional[Callable] = None) -> Dict[str, torch.Tensor]:
     """The keep-masks ``method`` chooses at ``sparsity`` on ``h``'s training data (what the
     sanity checks perturb); ``search_data`` as in :func:`train_and_score`."""
-    if method in ("bingo", "magnitude"):
-        model, scores = train_and_score(h, method, search_data)
-        prune(model, scores, sparsity=sparsity)
+    if _is_bingo(method) or method == "magnitude":
+        trained, scores_at, _ = train_and_score(h, method, search_data)
+        model = copy.deepcopy(trained)  # a shared BINGO run stays unpruned for the next row
+        prune(model, scores_at(sparsity), sparsity=sparsity)
     elif method == "hybrid":
         model = h.fresh()
         h.train(model, description="train hybrid (dense)")
@@ -311,7 +365,7 @@ def run_compare(job: CompareJob, progress: bool = True,
         result = MethodResult(method)
         start = time.perf_counter()
         RUNNERS[method](h, result)
-        result.seconds = time.perf_counter() - start
+        result.seconds += time.perf_counter() - start
         results.append(result)
     sanity = []
     if job.sanity:
@@ -322,6 +376,7 @@ def run_compare(job: CompareJob, progress: bool = True,
     return {"name": job.name, "sanity": sanity, "config": asdict(job) | {"methods": list(job.methods),
                                                       "sparsities": list(job.sparsities)},
             "methods": [asdict(r) for r in results], "total_seconds": time.perf_counter() - wall,
+            "calibrations": h.calibrations,
             "environment": environment() | {"search_backend": h.search_backend}}
 
 

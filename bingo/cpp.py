@@ -9,7 +9,9 @@
 * ``evaluate_variants``: the batched pass of :mod:`bingo.batched` on these ops;
 * ``accumulate``: one fused pass per target for the "paper" and "mean" rule
   families (each element's K decisions regenerated in registers), bit-identical;
-  other rules and float64 states use the reference.
+  other rules and float64 states use the reference;
+* ``proxy_update``: the per-weight proxies of one training step in one OpenMP pass
+  (within float32 rounding of the reference).
 """
 from __future__ import annotations
 
@@ -107,3 +109,14 @@ def _halving(score, seed, step, start, threshold, terms):
 def _sum_count(damage_sum, count, seed, step, start, threshold, damages):
     _cpu.accumulate_sum_count(damage_sum.numpy(), count.numpy(), seed, step, start, threshold,
                               damages)
+
+
+def proxy_update(fisher: torch.Tensor, reset: torch.Tensor, movement: torch.Tensor,
+                 grad: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                 decay: float) -> None:
+    """One pass over memory for the three proxies (float32 CPU tensors; else the reference)."""
+    states = (fisher, reset, movement)
+    if not all(_f32(t) and t.is_contiguous() for t in states + (grad, weight, target)):
+        reference.proxy_update(fisher, reset, movement, grad, weight, target, decay)
+        return
+    _cpu.proxy_update(*(t.detach().numpy() for t in states + (grad, weight, target)), decay)

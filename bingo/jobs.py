@@ -39,14 +39,17 @@ class RunSetup:
     metric: str = "loss"
     granularity: str = "weight"
     rule: str = "paper"
+    reset_to: str = "init"
+    estimator: str = "calibrated"  # how the search's evidence becomes scores (bingo.estimators)
     seed: int = 0
     train_limit: Optional[int] = None  # use only the first N training images (quick runs, tests)
 
-    def make_search(self, model) -> TicketSearch:
-        """BINGO's ticket search on ``model`` with this setup's knobs."""
-        return TicketSearch(model, fraction=self.fraction, variants=self.variants,
-                            metric=self.metric, granularity=self.granularity, rule=self.rule,
-                            seed=self.seed)
+    def make_search(self, model, **overrides) -> TicketSearch:
+        """BINGO's ticket search on ``model`` with this setup's knobs (``overrides`` win)."""
+        knobs = dict(fraction=self.fraction, variants=self.variants, metric=self.metric,
+                     granularity=self.granularity, rule=self.rule, seed=self.seed,
+                     reset_to=self.reset_to)
+        return TicketSearch(model, **{**knobs, **overrides})
 
 
 @dataclass
@@ -69,7 +72,8 @@ class PruneJob(RunSetup):
         goal = (f"s{self.sparsity}" if self.sparsity is not None
                 else f"acc{self.target()['min_accuracy']}")
         return (f"bingo_{self.model}_{self.dataset}_e{self.epochs}_k{self.variants}_"
-                f"p{self.fraction}_{self.metric}_{self.granularity}_{self.rule}_{goal}_seed{self.seed}")
+                f"p{self.fraction}_{self.metric}_{self.granularity}_{self.rule}_{self.reset_to}_"
+                f"{self.estimator}_{goal}_seed{self.seed}")
 
 
 def environment() -> Dict[str, Any]:
@@ -94,7 +98,8 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
                   optimizer=optimizer, seed=job.seed, after_step=search.step, progress=progress,
                   description=f"train+search {job.model}")
     dense_test = accuracy(model, data.test)
-    report = prune(model, search.significance(), sparsity=target["sparsity"],
+    scores = search.significance(job.estimator, sparsity=target["sparsity"])
+    report = prune(model, scores, sparsity=target["sparsity"],
                    min_accuracy=target["min_accuracy"], evaluate=lambda m: accuracy(m, data.val),
                    scope=job.scope)
     pruned_test = accuracy(model, data.test)
@@ -119,5 +124,6 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         "prune_evaluations": report.evaluations,
         "config": {**asdict(job), **target, "effective_fraction": search.effective_fraction,
                    "backend": search.backend},
+        "calibration": asdict(search.last_calibration) if search.last_calibration else None,
         "environment": environment(),
     }

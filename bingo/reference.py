@@ -7,7 +7,9 @@ Operations, with the names every backend mirrors:
 * ``linear_variants``   a Linear layer's output under each of K variants, for a shared or
                         per-variant input (what the batched evaluation is built from);
 * ``evaluate_variants`` the metric of the current weights and of each variant;
-* ``accumulate``        apply each variant's measured change to the rule's state.
+* ``accumulate``        apply each variant's measured change to the rule's state;
+* ``proxy_update``      fold one training step's gradient into the per-weight proxies
+                        (:mod:`bingo.proxies`).
 
 Each operation regenerates the masks it needs from the plan, so nothing of size
 K x parameters is ever held: memory stays O(parameters).
@@ -178,3 +180,13 @@ def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
         for j, k in enumerate(chunk):
             for state, mask in zip(states, masks):
                 rule.update(state, mask[j], changes[k])
+
+
+def proxy_update(fisher: torch.Tensor, reset: torch.Tensor, movement: torch.Tensor,
+                 grad: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                 decay: float) -> None:
+    """One step's proxies, in place: fisher <- decay * fisher + g², reset += |g (target - w)|,
+    movement -= g w (``target``: what a search resets to, the initial values or zeros)."""
+    fisher.mul_(decay).addcmul_(grad, grad)
+    reset.add_(torch.abs(grad * (target - weight)))
+    movement.sub_(grad * weight)

@@ -92,7 +92,7 @@ def run_sanity(h, method: str, sparsity: float,
             if method in DATA_FREE:
                 out["checks"][check] = None  # nothing to corrupt
                 continue
-            if method == "bingo":  # what the search sees, not what training sees
+            if method == "bingo" or method.startswith("bingo:"):  # the search's data only
                 corrupt = CORRUPTIONS[check]
                 other = find_masks(h, method, sparsity,
                                    search_data=lambda x, y, c=corrupt, g=gen: c(x, y, g))

@@ -2,10 +2,14 @@
 
 After the optimizer step, ``step(inputs, targets)`` measures the metric of the
 current model and of K variants, each with a random subset of the prunable
-weights (or units) reset to their initial values, and folds the changes into a
-significance score per weight. The user's model is borrowed, never changed:
-variants are evaluated by substituting tensors in a functional call, in eval
-mode, without autograd, and mode and RNG state are restored afterwards.
+weights (or units) reset to their initial values (or to zero), and folds the
+changes into a significance score per weight. The same call folds the step's
+gradients into per-weight proxies (:mod:`bingo.proxies`) and keeps the last few
+batches for calibration; :meth:`TicketSearch.significance` turns all of it into
+scores with a named estimator (:mod:`bingo.estimators`). The user's model is
+borrowed, never changed: variants are evaluated by substituting tensors in a
+functional call, in eval mode, without autograd, and mode and RNG state are
+restored afterwards.
 """
 from __future__ import annotations
 
@@ -19,13 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dispatch import backend_name, select_backend
+from .proxies import Proxies
 from .reference import SearchBatch, SearchPlan
 from .rules import SearchChange, Totals, get_rule
 from .subsets import LEVELS, fraction_to_threshold
 from .targets import select_targets
 
 METRICS = ("loss", "accuracy")
-STATE_FORMAT = "bingo.TicketSearch/1"
+RESET_TARGETS = ("init", "zero")
+STATE_FORMAT = "bingo.TicketSearch/2"
 
 
 @dataclass
@@ -80,13 +86,19 @@ class TicketSearch:
             prune (default: weights of Linear and Conv layers).
         loss_fn: ``loss_fn(outputs, targets)`` for the loss metric (default
             cross-entropy).
+        reset_to: what a variant resets its subset to: "init" (the initial
+            values, as in the paper) or "zero" (what pruning does).
+        proxy_decay: the Fisher proxy's decay per step (1: a plain sum).
+        calibration: how many of the most recent training examples to keep for the
+            calibrated estimator (0 keeps none).
     """
 
     def __init__(self, model: nn.Module, *, fraction: float, variants: int,
                  metric: str = "loss", granularity: str = "weight", rule: str = "paper",
                  seed: int = 0, include: Optional[Sequence[str] | str] = None,
                  exclude: Optional[Sequence[str] | str] = None,
-                 loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None):
+                 loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+                 reset_to: str = "init", proxy_decay: float = 1.0, calibration: int = 2048):
         if isinstance(variants, bool) or not isinstance(variants, int) or variants < 1:
             raise ValueError(f"variants must be an integer >= 1 (subsets evaluated per step), "
                              f"got {variants!r}")
@@ -94,7 +106,14 @@ class TicketSearch:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         if not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        if reset_to not in RESET_TARGETS:
+            raise ValueError(f"reset_to must be one of {RESET_TARGETS}, got {reset_to!r}")
+        if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < 0:
+            raise ValueError(f"calibration must be an integer >= 0 (examples kept), "
+                             f"got {calibration!r}")
         self.model = model
+        self.reset_to = reset_to
+        self.calibration = calibration
         self.fraction = float(fraction)
         self.threshold = fraction_to_threshold(fraction)
         self.variants = variants
@@ -111,6 +130,8 @@ class TicketSearch:
             self._initial[t.name] = params[t.name].detach().clone()
             if granularity == "neuron" and t.bias_name is not None:
                 self._initial[t.bias_name] = params[t.bias_name].detach().clone()
+        self.proxies = Proxies(self.targets, params, proxy_decay)
+        self._calibration: List[tuple] = []  # the most recent (inputs, labels), oldest first
         self._states = []
         for t in self.targets:
             p = params[t.name]
@@ -120,6 +141,7 @@ class TicketSearch:
         self.step_count = 0
         self.history: List[SearchRecord] = []
         self.search_seconds = 0.0
+        self.last_calibration = None  # what the calibrated estimator measured, once asked
 
     # ------------------------------------------------------------------ info
     @property
@@ -137,7 +159,7 @@ class TicketSearch:
             "fraction": self.fraction, "effective_fraction": self.effective_fraction,
             "variants": self.variants, "metric": self.metric,
             "granularity": self.granularity, "rule": self.rule.name, "seed": self.seed,
-            "targets": [t.name for t in self.targets],
+            "targets": [t.name for t in self.targets], "reset_to": self.reset_to,
         }
 
     def plan(self, step: int) -> SearchPlan:
@@ -148,7 +170,7 @@ class TicketSearch:
     def __repr__(self) -> str:
         return (f"TicketSearch({len(self.targets)} tensors, {self.numel} {self.granularity}s, "
                 f"K={self.variants}, p={self.effective_fraction:.4f}, rule={self.rule.name}, "
-                f"metric={self.metric}, steps={self.step_count})")
+                f"metric={self.metric}, reset_to={self.reset_to}, steps={self.step_count})")
 
     # ------------------------------------------------------------------ search
     def _current(self) -> Dict[str, torch.Tensor]:
@@ -167,6 +189,31 @@ class TicketSearch:
             current[name] = p
         return current
 
+    def reset_values(self) -> Dict[str, torch.Tensor]:
+        """What a variant substitutes for a reset element: the initial values, or zeros."""
+        if self.reset_to == "init":
+            return self._initial
+        zeros = getattr(self, "_zeros", None)
+        if zeros is None or any(zeros[k].device != v.device or zeros[k].dtype != v.dtype
+                                for k, v in self._initial.items()):
+            zeros = self._zeros = {k: torch.zeros_like(v) for k, v in self._initial.items()}
+        return zeros
+
+    def _keep_for_calibration(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        if not self.calibration:
+            return
+        self._calibration.append((inputs.detach().clone(), labels.detach().clone()))
+        while sum(len(x) for x, _ in self._calibration[1:]) >= self.calibration:
+            self._calibration.pop(0)
+
+    def calibration_batch(self) -> tuple:
+        """The kept examples (the most recent ``calibration``) as one (inputs, labels) batch."""
+        if not self._calibration:
+            raise ValueError("no calibration examples: run step() during training (with "
+                             "calibration > 0) before asking for the calibrated estimator")
+        xs, ys = zip(*self._calibration)
+        return torch.cat(xs)[-self.calibration:], torch.cat(ys)[-self.calibration:]
+
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> SearchRecord:
         """Run one search on this batch (call it after ``optimizer.step()``)."""
         start = time.perf_counter()
@@ -178,7 +225,7 @@ class TicketSearch:
         with _Borrowed(self.model, devices), torch.no_grad():
             batch = SearchBatch(self.model, inputs, targets, self.metric, self.loss_fn)
             before, after = backend.evaluate_variants(plan, self.targets, current,
-                                                      self._initial, batch)
+                                                      self.reset_values(), batch)
         self._check_finite(before, after)
         higher_is_better = self.metric == "accuracy"
         changes = [SearchChange.from_metrics(before, a, higher_is_better) for a in after]
@@ -186,6 +233,10 @@ class TicketSearch:
             backend.accumulate(plan, self.targets, self.rule, self._states, changes)
         for c in changes:
             self.totals.add(c)
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            self.proxies.update(backend, params, self.reset_values())
+        self._keep_for_calibration(inputs, targets)
         record = SearchRecord(self.step_count, before, list(after))
         self.history.append(record)
         self.step_count += 1
@@ -213,12 +264,10 @@ class TicketSearch:
                              "use significance() for per-weight scores")
         return {t.name: self.rule.score(s, self.totals) for t, s in zip(self.targets, self._states)}
 
-    def significance(self) -> Dict[str, torch.Tensor]:
-        """{parameter name: score} with each parameter's shape, dtype and device.
-
-        Higher means more important for every rule except "paper-literal". At neuron
-        granularity every weight of a unit carries the unit's score.
-        """
+    def rule_significance(self) -> Dict[str, torch.Tensor]:
+        """The rule's scores from the random-subset searches alone, shaped like the
+        parameters (the paper's significance; at neuron granularity every weight of a
+        unit carries the unit's score). Higher = more important except for "paper-literal"."""
         out = {}
         for t, s in zip(self.targets, self._states):
             score = self.rule.score(s, self.totals)
@@ -226,6 +275,18 @@ class TicketSearch:
             like = self._initial[t.name]  # same dtype and device as the parameter
             out[t.name] = score.to(device=like.device, dtype=like.dtype).contiguous()
         return out
+
+    def significance(self, estimator: str = "calibrated", *,
+                     sparsity: Optional[float] = None) -> Dict[str, torch.Tensor]:
+        """{parameter name: score} with each parameter's shape; higher = more important.
+
+        ``estimator`` names how searches and proxies become scores (see
+        :mod:`bingo.estimators`; "search" is the rule's scores alone). The calibrated
+        estimator (the default) chooses its proxy and layer budgets for the sparsity you
+        will prune to: pass it (default 0.9).
+        """
+        from .estimators import estimate
+        return estimate(self, estimator, sparsity=sparsity)
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> Dict[str, Any]:
@@ -239,6 +300,8 @@ class TicketSearch:
             "totals": {"searches": self.totals.searches, "damage_sum": self.totals.damage_sum},
             "search_seconds": self.search_seconds,
             "history": [(r.step, r.before, list(r.after)) for r in self.history],
+            "proxies": self.proxies.state_dict(),
+            "calibration": [(x.clone(), y.clone()) for x, y in self._calibration],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -260,6 +323,8 @@ class TicketSearch:
         self.step_count = int(state["step"])
         self.search_seconds = float(state["search_seconds"])
         self.history = [SearchRecord(s, b, list(a)) for s, b, a in state["history"]]
+        self.proxies.load_state_dict(state["proxies"])
+        self._calibration = [(x.clone(), y.clone()) for x, y in state["calibration"]]
 
     @property
     def backend(self) -> str:

@@ -15,6 +15,7 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <stdexcept>
@@ -241,6 +242,28 @@ void accumulate_sum_count(py::array damage_sum, py::array count, uint64_t seed, 
                    });
 }
 
+// One training step's per-weight proxies (bingo.proxies), in place, one pass over memory:
+// fisher <- decay * fisher + g^2, reset += |g (target - w)|, movement -= g w.
+void proxy_update(py::array fisher, py::array reset, py::array movement, const py::array& grad,
+                  const py::array& weight, const py::array& target, double decay) {
+    const int64_t n = fisher.size();
+    float* f = inplace_f32(fisher, n, "fisher");
+    float* r = inplace_f32(reset, n, "reset");
+    float* m = inplace_f32(movement, n, "movement");
+    const float* g = in_f32(grad, n, "grad");
+    const float* w = in_f32(weight, n, "weight");
+    const float* t = in_f32(target, n, "target");
+    const float d = static_cast<float>(decay);
+    py::gil_scoped_release release;
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+        const float gi = g[i], wi = w[i];
+        f[i] = f[i] * d + gi * gi;
+        r[i] += std::fabs(gi * (t[i] - wi));
+        m[i] -= gi * wi;
+    }
+}
+
 // out[j, i] = initial[i] if variant j resets element start + i / unit else weight[i]:
 // the K masked copies of one target (unit = row length at neuron granularity).
 void masked_weights(const py::array& weight, const py::array& initial, py::array out,
@@ -398,4 +421,7 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("accumulate_sum_count", &accumulate_sum_count, py::arg("damage_sum"), py::arg("count"),
           py::arg("seed"), py::arg("step"), py::arg("start"), py::arg("threshold"),
           py::arg("damages"));
+    m.def("proxy_update", &proxy_update, py::arg("fisher"), py::arg("reset"),
+          py::arg("movement"), py::arg("grad"), py::arg("weight"), py::arg("target"),
+          py::arg("decay"));
 }

@@ -6,6 +6,7 @@
                      formed on the fly as where(mask, W0, W) (no mask or copy in memory);
 * :mod:`.accumulate` the significance update: one read and one write of the rule state
                      per step, each element's K decisions regenerated in registers;
+* :mod:`.proxies`    the per-weight gradient proxies of one training step, one launch;
 * :mod:`.ops`        the backend: the operations of bingo.reference under the same names.
 
 Importing :mod:`.ops` needs ``triton``. On a machine without a GPU the kernels run on

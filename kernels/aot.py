@@ -20,7 +20,7 @@ _NO_VARIANT = {k: v for k, v in _STREAM.items() if k not in ("v0", "dv")}
 
 def _variants():
     """(name, kernel, signature, constexprs) for every specialization the backend launches."""
-    from . import accumulate, linear, masks
+    from . import accumulate, linear, masks, proxies
     for dt in ("fp32", "bf16", "fp16"):
         sig = dict(x_ptr=f"*{dt}", w_ptr=f"*{dt}", w0_ptr=f"*{dt}", b_ptr=f"*{dt}",
                    b0_ptr=f"*{dt}", out_ptr=f"*{dt}", B="i32", I="i32", O="i32",
@@ -45,6 +45,10 @@ def _variants():
     yield ("accumulate_sum_count", accumulate.accumulate_sum_count_kernel,
            dict(sum_ptr="*fp32", count_ptr="*fp32", damages_ptr="*fp32", n="i32", K="i32",
                 **_NO_VARIANT, BLOCK_G="constexpr"), dict(BLOCK_G=64))
+    yield ("proxy_update", proxies.proxy_update_kernel,
+           dict(fisher_ptr="*fp32", reset_ptr="*fp32", movement_ptr="*fp32", grad_ptr="*fp32",
+                weight_ptr="*fp32", target_ptr="*fp32", n="i32", decay="fp32",
+                BLOCK="constexpr"), dict(BLOCK=1024))
 
 
 def compile_all(capability: int = 90) -> Dict[str, int]:

@@ -5,7 +5,8 @@
   within float32 rounding of the reference;
 * ``evaluate_variants``: the batched pass of :mod:`bingo.batched` on these operations;
 * ``accumulate``: the fused update for the "paper" and "mean" rule families,
-  bit-identical; other rules and non-float32 states use the reference.
+  bit-identical; other rules and non-float32 states use the reference;
+* ``proxy_update``: the per-weight proxies of one training step in one launch.
 
 Tensors live on a CUDA device, or on the CPU under ``TRITON_INTERPRET=1``.
 """
@@ -16,7 +17,7 @@ from typing import List, Mapping, Optional, Sequence
 
 import torch
 
-from bingo import batched, fused
+from bingo import batched, fused, reference
 from bingo.reference import SearchBatch, SearchPlan
 from bingo.rules import Rule, SearchChange, State
 from bingo.targets import Target
@@ -24,6 +25,7 @@ from bingo.targets import Target
 from . import accumulate as _accumulate
 from . import linear as _linear
 from . import masks as _masks
+from . import proxies as _proxies
 
 _this = sys.modules[__name__]
 
@@ -80,3 +82,14 @@ def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
                      halving=_accumulate.accumulate_halving,
                      sum_count=_accumulate.accumulate_sum_count, device_type=device.type,
                      values=lambda v: torch.tensor(v, dtype=torch.float32, device=device))
+
+
+def proxy_update(fisher: torch.Tensor, reset: torch.Tensor, movement: torch.Tensor,
+                 grad: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                 decay: float) -> None:
+    """One launch for the three proxies (contiguous float32; else the reference)."""
+    tensors = (fisher, reset, movement, grad, weight, target)
+    if not all(t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
+        reference.proxy_update(fisher, reset, movement, grad, weight, target, decay)
+        return
+    _proxies.proxy_update(*(t.detach() for t in tensors), decay)

@@ -108,7 +108,7 @@ def test_search_matches_reference_across_backends(mnist, rule, granularity, metr
                                     granularity=granularity, metric=metric, seed=11)
         train_steps(model, mnist.train, 4, search=search)
         assert search.backend == backend
-        results[backend] = (search.significance(), search.history)
+        results[backend] = (search.rule_significance(), search.history)
     (s_ref, h_ref), (s_cpp, h_cpp) = results["torch"], results["cpp"]
     tol = dict(rtol=1e-4, atol=1e-6) if metric == "loss" else dict(rtol=0, atol=1.5 / 64)
     for a, b in zip(h_ref, h_cpp):

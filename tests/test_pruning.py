@@ -22,7 +22,7 @@ def trained(mnist):
         F.cross_entropy(model(x), y).backward()
         opt.step()
         search.step(x, y)
-    return model.state_dict(), search.significance()
+    return model.state_dict(), search.rule_significance()
 
 
 def fresh(trained):

@@ -83,7 +83,7 @@ def test_significance_has_parameter_shapes_dtypes_devices(batch, dtype, granular
     search = TicketSearch(model, fraction=0.1, variants=3, granularity=granularity)
     x, y = batch
     search.step(x.to(dtype), y)
-    sig = search.significance()
+    sig = search.rule_significance()
     params = dict(model.named_parameters())
     assert set(sig) == {"fc1.weight", "fc2.weight"}  # Linear weights only: no bias, no BN
     for name, s in sig.items():
@@ -169,7 +169,7 @@ def test_scores_follow_the_evaluated_subsets(mnist, batch, granularity, fresh_se
     for rule, expect in (("mean", expect_mean), ("contrast", expect_contrast)):
         s = searches[rule]
         got = (s.unit_significance() if granularity == "neuron" else
-               {k: v.flatten() for k, v in s.significance().items()})
+               {k: v.flatten() for k, v in s.rule_significance().items()})
         got = torch.cat([got[t.name].double() for t in s.targets])
         assert torch.allclose(got, expect, rtol=1e-5, atol=1e-6), rule
 
@@ -217,7 +217,7 @@ def run_resumable(mnist, rule, granularity, steps, split=None):
 def test_resume_is_bit_identical(mnist, rule, granularity):
     whole = run_resumable(mnist, rule, granularity, steps=6)
     resumed = run_resumable(mnist, rule, granularity, steps=6, split=3)
-    a, b = whole.significance(), resumed.significance()
+    a, b = whole.rule_significance(), resumed.rule_significance()
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert [(r.step, r.before, r.after) for r in whole.history] == \

@@ -1,0 +1,90 @@
+"""Per-weight proxies accumulated from the gradients training already computes.
+
+After each ``optimizer.step()`` a :class:`~bingo.TicketSearch` folds the step's gradient
+g (still in ``.grad``), the weight w and the search's reset target r (the initial values
+or zeros) into three running sums per weight, with one fused pass per tensor (the
+backend op ``proxy_update``):
+
+* ``fisher``   F <- decay * F + g²: the empirical Fisher diagonal; ½ F̄ (w - r)² is the
+               OBD estimate of the loss increase when w is reset to r;
+* ``reset``    Σ |g (r - w)|: the first-order size of the reset, step by step;
+* ``movement`` -Σ g w (Sanh et al.): weights that training pushes away from zero score
+               high, whatever their size.
+
+They cost one read of g, w, r and one read/write of the three sums per step; no
+extra forward or backward pass.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Dict, List, Mapping, Sequence
+
+import torch
+
+from .targets import Target
+
+PROXIES = ("fisher", "reset", "movement")
+
+
+class Proxies:
+    """The three running sums for every target, and how many steps fed them."""
+
+    def __init__(self, targets: Sequence[Target], like: Mapping[str, torch.Tensor],
+                 decay: float = 1.0):
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"proxy decay must lie in (0, 1] (1 = plain sums), got {decay}")
+        self.targets = list(targets)
+        self.decay = float(decay)
+        self.steps = 0
+        self.sums: List[Dict[str, torch.Tensor]] = [
+            {k: torch.zeros(t.shape, dtype=_state_dtype(like[t.name]),
+                            device=like[t.name].device) for k in PROXIES}
+            for t in self.targets]
+        self._warned = False
+
+    def update(self, backend, params: Mapping[str, torch.Tensor],
+               reset_to: Mapping[str, torch.Tensor]) -> bool:
+        """Fold the gradients now in ``.grad`` into the sums; False (with one warning) when
+        a target has no gradient (``step`` called without a backward pass before it)."""
+        grads = [params[t.name].grad for t in self.targets]
+        if any(g is None for g in grads):
+            if not self._warned:
+                self._warned = True
+                warnings.warn("TicketSearch.step found no gradient on the prunable weights, so "
+                              "the gradient proxies (fisher, reset, movement) skip this step; "
+                              "call step() after loss.backward() and optimizer.step(), before "
+                              "zero_grad()", RuntimeWarning, stacklevel=3)
+            return False
+        for t, sums, g in zip(self.targets, self.sums, grads):
+            w = params[t.name].detach()
+            if sums["fisher"].device != w.device:
+                for k in PROXIES:
+                    sums[k] = sums[k].to(w.device)
+            dtype = sums["fisher"].dtype
+            backend.proxy_update(sums["fisher"], sums["reset"], sums["movement"],
+                                 g.detach().to(dtype).contiguous(), w.to(dtype).contiguous(),
+                                 reset_to[t.name].to(dtype).contiguous(), self.decay)
+        self.steps += 1
+        return True
+
+    def mean_fisher(self, i: int) -> torch.Tensor:
+        """F̄ of target i: the decayed sum over its effective number of steps."""
+        if self.decay == 1.0:
+            n = self.steps
+        else:
+            n = (1.0 - self.decay ** self.steps) / (1.0 - self.decay)
+        return self.sums[i]["fisher"] / max(n, 1e-12)
+
+    def state_dict(self) -> Dict:
+        return {"decay": self.decay, "steps": self.steps,
+                "sums": [{k: v.clone() for k, v in s.items()} for s in self.sums]}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.decay, self.steps = float(state["decay"]), int(state["steps"])
+        for mine, saved in zip(self.sums, state["sums"]):
+            for k in PROXIES:
+                mine[k].copy_(saved[k])
+
+
+def _state_dtype(p: torch.Tensor) -> torch.dtype:
+    return torch.float64 if p.dtype == torch.float64 else torch.float32

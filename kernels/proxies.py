@@ -1,0 +1,35 @@
+"""Per-weight proxies of one training step (bingo.proxies) in one elementwise launch:
+fisher <- decay * fisher + g², reset += |g (target - w)|, movement -= g w.
+Each state is read and written once, the gradient, weight and target read once."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .launch import elementwise_block
+
+
+@triton.jit
+def proxy_update_kernel(fisher_ptr, reset_ptr, movement_ptr, grad_ptr, weight_ptr, target_ptr,
+                        n, decay, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < n
+    g = tl.load(grad_ptr + offs, mask=inside)
+    w = tl.load(weight_ptr + offs, mask=inside)
+    t = tl.load(target_ptr + offs, mask=inside)
+    f = tl.load(fisher_ptr + offs, mask=inside)
+    r = tl.load(reset_ptr + offs, mask=inside)
+    m = tl.load(movement_ptr + offs, mask=inside)
+    tl.store(fisher_ptr + offs, f * decay + g * g, mask=inside)
+    tl.store(reset_ptr + offs, r + tl.abs(g * (t - w)), mask=inside)
+    tl.store(movement_ptr + offs, m - g * w, mask=inside)
+
+
+def proxy_update(fisher: torch.Tensor, reset: torch.Tensor, movement: torch.Tensor,
+                 grad: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                 decay: float) -> None:
+    """In place on contiguous float32 states; all six tensors have the same size."""
+    n, block = fisher.numel(), elementwise_block()
+    proxy_update_kernel[(triton.cdiv(n, block),)](fisher, reset, movement, grad, weight,
+                                                  target, n, float(decay), BLOCK=block)

@@ -1,0 +1,232 @@
+"""Gradient proxies (every backend against the reference), the reset target, and the
+estimators: what each one scores, what the calibrated one measures and chooses, and that
+none of them touches the user's model."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import bingo
+from bingo import cpp, estimators, reference
+from bingo.compare import CompareJob, run_compare
+from bingo.data import batches
+from bingo.models import build_model, mlp
+from bingo.pruning import prune
+from tests.test_search import snapshot
+
+SHAPES = [(1,), (7, 3), (300, 785), (5, 3, 5, 5)]
+
+
+def _proxy_inputs(shape, seed, device="cpu"):
+    gen = torch.Generator().manual_seed(seed)
+    t = [torch.randn(shape, generator=gen).to(device) for _ in range(6)]
+    t[0] = t[0].abs()  # fisher sums are non-negative
+    t[1] = t[1].abs()
+    return t
+
+
+def _check_proxy_backend(update, shape, seed, device="cpu"):
+    decay = 0.5 + (seed % 1000) / 2000
+    mine = _proxy_inputs(shape, seed, device)
+    ref = [x.cpu().clone() for x in mine]
+    for _ in range(2):  # twice: the sums carry over
+        update(*mine, decay)
+        reference.proxy_update(*ref, decay)
+    for got, want in zip(mine[:3], ref[:3]):
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=1e-6)
+    assert not torch.equal(ref[0], _proxy_inputs(shape, seed)[0])  # the update did something
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cpp_proxy_update_equals_reference(shape, fresh_seed):
+    assert cpp.available(), "the C++ backend is not built (pip install -e . with a compiler)"
+    _check_proxy_backend(cpp.proxy_update, shape, fresh_seed)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_triton_proxy_update_equals_reference(shape, fresh_seed, kernel_device):
+    pytest.importorskip("triton", reason="triton is not installed; CI installs it")
+    from bingo.kernels import ops
+    _check_proxy_backend(ops.proxy_update, shape, fresh_seed, kernel_device)
+
+
+@pytest.mark.parametrize("reset_to", ["init", "zero"])
+def test_search_accumulates_the_proxies_from_the_training_gradients(mnist, reset_to, fresh_seed):
+    torch.manual_seed(fresh_seed)
+    model = mlp([784, 23, 10])
+    search = bingo.TicketSearch(model, fraction=0.1, variants=2, seed=fresh_seed,
+                                reset_to=reset_to)
+    w0 = model.fc1.weight.detach().clone()
+    target = w0 if reset_to == "init" else torch.zeros_like(w0)
+    want = {k: torch.zeros_like(w0) for k in ("fisher", "reset", "movement")}
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    gen = torch.Generator().manual_seed(fresh_seed)
+    for i, (x, y) in enumerate(batches(mnist.train, 64, gen)):
+        if i == 4:
+            break
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        g, w = model.fc1.weight.grad, model.fc1.weight.detach()
+        want["fisher"] += g * g
+        want["reset"] += (g * (target - w)).abs()
+        want["movement"] -= g * w
+        search.step(x, y)
+    assert search.proxies.steps == 4
+    for k, v in want.items():
+        torch.testing.assert_close(search.proxies.sums[0][k], v, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(search.proxies.mean_fisher(0), want["fisher"] / 4)
+    x, y = search.calibration_batch()
+    assert len(x) == len(y) == 256  # all 4 batches kept (fewer than calibration=2048)
+
+
+def test_reset_to_zero_evaluates_the_subset_removed(batch, fresh_seed):
+    x, y = batch
+    torch.manual_seed(fresh_seed)
+    model = mlp([784, 17, 10])
+    search = bingo.TicketSearch(model, fraction=0.3, variants=3, seed=fresh_seed,
+                                reset_to="zero")
+    with torch.no_grad():  # move away from init so init and zero differ
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    record = search.step(x, y)
+    plan = search.plan(0)
+    masks = reference.subset_masks(plan, range(3), search.targets, torch.device("cpu"))
+    for k in range(3):
+        overrides = {t.name: torch.where(m[k].view(t.shape), torch.zeros(()),
+                                         dict(model.named_parameters())[t.name].detach())
+                     for t, m in zip(search.targets, masks)}
+        out = torch.func.functional_call(model.eval(), overrides, (x,))
+        assert record.after[k] == pytest.approx(float(F.cross_entropy(out, y)), rel=1e-5)
+    model.train()
+
+
+def _trained_search(mnist, seed, steps=30, **kw):
+    torch.manual_seed(seed)
+    model = build_model("paper-mlp")
+    search = bingo.TicketSearch(model, fraction=0.05, variants=2, seed=seed, calibration=512,
+                                **kw)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for i, (x, y) in enumerate(batches(mnist.train, 64, gen)):
+        if i == steps:
+            break
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        search.step(x, y)
+    return model, search
+
+
+def test_single_proxy_estimators_score_what_they_say(mnist, fresh_seed):
+    model, search = _trained_search(mnist, fresh_seed)
+    w = model.fc2.weight.detach()
+    sums = search.proxies.sums[1]
+    torch.testing.assert_close(search.significance("magnitude")["fc2.weight"], w.abs())
+    torch.testing.assert_close(search.significance("fisher")["fc2.weight"],
+                               0.5 * sums["fisher"] / search.proxies.steps * w * w)
+    torch.testing.assert_close(search.significance("movement")["fc2.weight"], sums["movement"])
+    torch.testing.assert_close(search.significance("reset")["fc2.weight"], sums["reset"])
+    mix = search.significance("mag+movement")
+    assert all(0 <= float(v.min()) and float(v.max()) < 1 for v in mix.values())
+    assert torch.equal(search.significance("search")["fc1.weight"],
+                       search.rule_significance()["fc1.weight"])
+
+
+def test_budget_scores_prune_exactly_the_budgets(fresh_seed):
+    gen = torch.Generator().manual_seed(fresh_seed)
+    scores = {"a.weight": torch.randn(37, 11, generator=gen),
+              "b.weight": torch.randn(13, 5, generator=gen), "c.weight": torch.randn(3, generator=gen)}
+    pruned = {"a.weight": 300, "b.weight": 7, "c.weight": 0}
+    out = estimators.budget_scores(scores, pruned)
+    order = torch.sort(torch.cat([v.reshape(-1) for v in out.values()]), stable=True).indices
+    gone = torch.zeros(order.numel(), dtype=torch.bool)
+    gone[order[:307]] = True
+    parts = torch.split(gone, [v.numel() for v in out.values()])
+    for (name, s), part in zip(scores.items(), parts):
+        assert int(part.sum()) == pruned[name]
+        # within a layer the lowest original scores go first
+        if pruned[name]:
+            assert s.reshape(-1)[part].max() <= s.reshape(-1)[~part].min()
+
+
+def test_calibrated_chooses_the_lowest_measured_loss_and_leaves_the_model_alone(mnist, fresh_seed):
+    model, search = _trained_search(mnist, fresh_seed)
+    before = snapshot(model)
+    rng = torch.get_rng_state()
+    model.train()
+    scores = search.significance(sparsity=0.8)
+    report = search.last_calibration
+    assert report.chosen == min(report.losses, key=report.losses.get)
+    assert set(report.losses) == set(estimators.PROXY_ESTIMATORS + estimators.MIXTURES)
+    assert report.examples == 512 and report.evaluations > len(report.losses)
+    for k, v in snapshot(model)[0].items():
+        assert torch.equal(v, before[0][k])
+    assert torch.equal(torch.get_rng_state(), rng) and model.training
+    # pruning by the scores gives the chosen budgets and the measured loss
+    m = copy.deepcopy(model)
+    rep = prune(m, scores, sparsity=0.8)
+    for name, layer in rep.layers.items():
+        assert layer.sparsity == pytest.approx(report.budgets[report.chosen][name], abs=1e-9)
+    x, y = search.calibration_batch()
+    with torch.no_grad():
+        loss = float(F.cross_entropy(m.eval()(x), y))
+    assert loss == pytest.approx(report.losses[report.chosen], rel=1e-4)
+    # and no worse than magnitude's global ranking on the same batch
+    g = copy.deepcopy(model)
+    prune(g, search.significance("magnitude"), sparsity=0.8)
+    with torch.no_grad():
+        assert loss <= float(F.cross_entropy(g.eval()(x), y)) + 1e-6
+
+
+def test_units_removes_whole_low_scoring_units(mnist, fresh_seed):
+    model, search = _trained_search(mnist, fresh_seed, granularity="neuron", rule="contrast",
+                                    reset_to="zero")
+    scores = search.significance("units", sparsity=0.7)
+    for name, a in {n: s > 0 for n, s in scores.items()}.items():  # units kept or removed whole
+        assert torch.equal(a.any(dim=1), a.all(dim=1))
+    units = search.unit_significance()
+    alive = estimators.surviving_units(search, units, 0.5)
+    for name, rows in (("fc1.weight", 128), ("fc2.weight", 64)):
+        kept = alive[name].all(dim=1)
+        assert int((~kept).sum()) == rows // 2
+        assert units[name][~kept].max() <= units[name][kept].min()  # the lowest go
+    assert bool(alive["fc3.weight"].all())  # output units are never removed
+
+
+def test_estimator_errors_name_the_problem(mnist, fresh_seed):
+    model, search = _trained_search(mnist, fresh_seed, steps=2)
+    with pytest.raises(ValueError, match="unknown estimator 'obd'"):
+        search.significance("obd")
+    with pytest.raises(ValueError, match=r"sparsity must be a fraction in \(0, 1\)"):
+        search.significance(sparsity=1.5)
+    with pytest.raises(ValueError, match="granularity='neuron'"):
+        search.significance("units")
+    fresh = bingo.TicketSearch(build_model("paper-mlp"), fraction=0.1, variants=1)
+    with pytest.raises(ValueError, match="no calibration examples"):
+        fresh.significance()
+    with pytest.raises(ValueError, match="reset_to must be one of"):
+        bingo.TicketSearch(model, fraction=0.1, variants=1, reset_to="mean")
+
+
+def test_step_without_gradients_warns_and_the_proxies_refuse(batch):
+    model = build_model("paper-mlp")
+    search = bingo.TicketSearch(model, fraction=0.1, variants=1)
+    with pytest.warns(RuntimeWarning, match="no gradient"):
+        search.step(*batch)
+    with pytest.raises(ValueError, match="proxies saw no step"):
+        search.significance("fisher")
+
+
+def test_compare_estimator_rows_share_one_run(data_dir):
+    """bingo:magnitude scores the search's trained model by |w|; the search changes no
+    weight, so it matches the magnitude method trained without a search exactly."""
+    job = CompareJob(model="paper-mlp", data_dir=str(data_dir), epochs=1, train_limit=512,
+                     methods=("magnitude", "bingo:magnitude", "bingo"), sparsities=(0.7,),
+                     variants=2)
+    results = run_compare(job, progress=False, log=lambda m: None)
+    acc = {m["method"]: m["points"][0]["test_accuracy"] for m in results["methods"]}
+    assert acc["magnitude"] == acc["bingo:magnitude"]
+    assert results["calibrations"][0]["method"] == "bingo"
+    assert results["calibrations"][0]["sparsity"] == 0.7
