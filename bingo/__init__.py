@@ -1,5 +1,7 @@
 """bingo: find unimportant weights during one training run (BINGO), then prune in one shot."""
+from . import estimators, export
 from .dispatch import available_backends, select_backend
+from .estimators import ESTIMATORS
 from .pruning import PruneReport, prune
 from .rules import RULES
 from .search import SearchRecord, TicketSearch
@@ -7,4 +9,5 @@ from .targets import select_targets
 
 __version__ = "0.1.0"
 __all__ = ["TicketSearch", "SearchRecord", "prune", "PruneReport", "RULES", "select_targets",
-           "available_backends", "select_backend", "__version__"]
+           "available_backends", "select_backend", "ESTIMATORS", "estimators", "export",
+           "__version__"]

@@ -32,6 +32,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be an integer >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bingo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,8 +69,9 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
     p.add_argument("--batch-size", type=_positive, default=d.batch_size)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--variants", type=_positive, default=d.variants,
-                   help="K, reset subsets BINGO evaluates after each training step")
+    p.add_argument("--variants", type=_count, default=d.variants,
+                   help="K, reset subsets BINGO evaluates after each training step (0: none, "
+                        "keep only the gradient proxies and calibration batches)")
     p.add_argument("--fraction", type=_fraction, default=d.fraction,
                    help="share of weights (or units) each subset resets")
     p.add_argument("--metric", choices=("loss", "accuracy"), default=d.metric)

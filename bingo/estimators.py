@@ -19,11 +19,17 @@ Named estimators (higher = more important for all of them):
 ``units``       needs granularity="neuron": the lowest-scoring units of each hidden layer
                 removed whole (a share measured on the calibration batches), the other
                 weights ranked by magnitude
-``calibrated``  the default: every proxy and mixture above, each with its layer budgets
-                moved until the measured calibration loss stops falling, and the one with
-                the lowest loss kept; its scores realize those budgets at the sparsity
-                asked for and scale them at any other
+``budgeted``    every proxy and mixture above, each with its layer budgets moved until the
+                measured calibration loss stops falling; the one with the lowest loss kept
+``calibrated``  the default: ``budgeted``, then a swap search on its mask: at the pruned
+                network, the gradient on the calibration batches and the Fisher proxy
+                estimate what removing each kept weight and restoring each pruned one
+                would cost; the k cheapest of each are swapped, the swap is measured
+                exactly and kept only if the loss falls (k halves when it does not)
 =============== ===========================================================================
+
+``budgeted`` and ``calibrated`` optimize for the sparsity asked for; their scores prune
+exactly that mask there, and degrade gracefully at other sparsities (lowest first).
 
 The searches measure what a candidate mask really costs; what they cannot do is resolve
 a quarter of a million separate numbers, so they decide the few things that matter
@@ -32,7 +38,7 @@ most: which proxy to trust, and how much each layer can lose.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 import torch
 from torch.func import functional_call
@@ -43,10 +49,12 @@ if TYPE_CHECKING:
 Scores = Dict[str, torch.Tensor]
 PROXY_ESTIMATORS = ("magnitude", "fisher", "reset", "movement")
 MIXTURES = ("mag+fisher", "mag+reset", "mag+movement")
-ESTIMATORS = ("calibrated", "search", *PROXY_ESTIMATORS, *MIXTURES, "units")
+ESTIMATORS = ("calibrated", "budgeted", "search", *PROXY_ESTIMATORS, *MIXTURES, "units")
 DEFAULT_ESTIMATOR = "calibrated"
 DEFAULT_CALIBRATION_SPARSITY = 0.9
 UNIT_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5)  # shares of hidden units "units" tries removing
+SWAP_START = 50        # the first swap moves (pruned weights) / SWAP_START weights each way
+SWAP_ITERATIONS = 200  # at most this many measured swaps
 
 
 @dataclass
@@ -60,6 +68,9 @@ class Calibration:
     budgets: Dict[str, Dict[str, float]] = field(default_factory=dict)
     chosen: str = ""
     evaluations: int = 0
+    swaps: int = 0                     # accepted swap moves (calibrated only)
+    loss_after_swaps: Optional[float] = None
+    final_budgets: Dict[str, float] = field(default_factory=dict)
 
 
 def estimate(search: "TicketSearch", name: str = DEFAULT_ESTIMATOR, *,
@@ -74,8 +85,9 @@ def estimate(search: "TicketSearch", name: str = DEFAULT_ESTIMATOR, *,
         return search.rule_significance()
     if name == "units":
         return _units(search, sparsity or DEFAULT_CALIBRATION_SPARSITY)
-    if name == "calibrated":
-        return _calibrated(search, sparsity or DEFAULT_CALIBRATION_SPARSITY)
+    if name in ("calibrated", "budgeted"):
+        return _calibrated(search, sparsity or DEFAULT_CALIBRATION_SPARSITY,
+                           swaps=name == "calibrated")
     return _candidates(search, [name])[name]
 
 
@@ -148,6 +160,20 @@ class _Meter:
         self.evaluations += 1
         return value if value == value else float("inf")  # NaN counts as worst
 
+    def loss_and_grad(self, keep: Dict[str, torch.Tensor]) -> tuple:
+        """The loss with the weights outside ``keep`` zeroed, and its gradient with respect
+        to every weight (pruned ones included) at that point. Gradients go to substituted
+        tensors, never to the parameters' ``.grad``."""
+        overrides = {n: (w * keep[n].to(w.dtype)).requires_grad_(True)
+                     for n, w in self.weights.items()}
+        with self.borrowed, torch.enable_grad():
+            out = functional_call(self.search.model, overrides, (self.inputs,))
+            loss = self.search.loss_fn(out, self.labels)
+            grads = torch.autograd.grad(loss, list(overrides.values()))
+        self.evaluations += 1
+        value = float(loss.detach())
+        return (value if value == value else float("inf")), dict(zip(overrides, grads))
+
 
 def layer_ranks(scores: Scores) -> Dict[str, torch.Tensor]:
     """Each weight's rank (0 = lowest score) within its own tensor, shaped like it."""
@@ -213,7 +239,7 @@ def budget_scores(scores: Scores, pruned: Dict[str, int]) -> Scores:
     return out
 
 
-def _calibrated(search: "TicketSearch", sparsity: float) -> Scores:
+def _calibrated(search: "TicketSearch", sparsity: float, swaps: bool) -> Scores:
     meter = _Meter(search)
     report = Calibration(sparsity, len(meter.labels))
     best_name, best_loss, best = "", float("inf"), None
@@ -223,9 +249,67 @@ def _calibrated(search: "TicketSearch", sparsity: float) -> Scores:
         report.budgets[name] = {n: pruned[n] / scores[n].numel() for n in pruned}
         if value < best_loss:
             best_name, best_loss, best = name, value, budget_scores(scores, pruned)
-    report.chosen, report.evaluations = best_name, meter.evaluations
+    report.chosen = best_name
+    if swaps:
+        best, report.loss_after_swaps, report.swaps = swap_search(search, meter, best,
+                                                                  sparsity)
+    keep = _keep_at(best, sparsity)
+    report.final_budgets = {n: 1.0 - float(k.double().mean()) for n, k in keep.items()}
+    report.evaluations = meter.evaluations
     search.last_calibration = report
     return _like_params(search, best)
+
+
+def _keep_at(scores: Scores, sparsity: float) -> Dict[str, torch.Tensor]:
+    """Keep-masks of a global ranking of ``scores`` at ``sparsity``."""
+    names = list(scores)
+    flat = torch.cat([scores[n].reshape(-1).double() for n in names])
+    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
+    keep[torch.sort(flat, stable=True).indices[:round(sparsity * flat.numel())]] = False
+    pieces = torch.split(keep, [scores[n].numel() for n in names])
+    return {n: p.view(scores[n].shape) for n, p in zip(names, pieces)}
+
+
+def swap_search(search: "TicketSearch", meter: _Meter, scores: Scores,
+                sparsity: float) -> tuple:
+    """Improve the mask of ``scores`` at ``sparsity`` by measured swaps (see the module
+    docstring); returns scores whose global ranking prunes the improved mask (pruned
+    weights keep their order below every kept one), its loss, and the swaps accepted."""
+    keep = _keep_at(scores, sparsity)
+    names = list(keep)
+    weights = {n: meter.weights[n].float() for n in names}
+    fisher = {t.name: search.proxies.mean_fisher(i).float().to(weights[t.name].device)
+              for i, t in enumerate(search.targets)}
+    loss, grad = meter.loss_and_grad(keep)
+    pruned_total = sum(int((~k).sum()) for k in keep.values())
+    k, accepted = max(1, pruned_total // SWAP_START), 0
+    for _ in range(SWAP_ITERATIONS):
+        if k < 1 or pruned_total == 0:
+            break
+        remove, restore = [], []
+        for n in names:  # second-order costs of zeroing a kept weight / restoring a pruned one
+            w, g = weights[n], grad[n].float()
+            curvature = 0.5 * fisher[n] * w * w
+            inf = torch.full_like(w, float("inf"))
+            remove.append(torch.where(keep[n], curvature - g * w, inf).reshape(-1))
+            restore.append(torch.where(keep[n], inf, curvature + g * w).reshape(-1))
+        flat = torch.cat([keep[n].reshape(-1) for n in names])
+        step = min(k, pruned_total, flat.numel() - pruned_total)
+        trial = flat.clone()
+        trial[torch.topk(torch.cat(remove), step, largest=False).indices] = False
+        trial[torch.topk(torch.cat(restore), step, largest=False).indices] = True
+        pieces = torch.split(trial, [keep[n].numel() for n in names])
+        candidate = {n: p.view(keep[n].shape) for n, p in zip(names, pieces)}
+        value, g_new = meter.loss_and_grad(candidate)
+        if value < loss:
+            keep, loss, grad, accepted = candidate, value, g_new, accepted + 1
+        else:
+            k //= 2
+    low = min(float(scores[n].min()) for n in names)
+    span = max(float(scores[n].max()) for n in names) - low + 1.0
+    out = {n: torch.where(keep[n], scores[n].double() - low + span, scores[n].double() - low)
+           for n in names}  # every pruned weight below every kept one, each side in old order
+    return out, loss, accepted
 
 
 # ---------------------------------------------------------------- units

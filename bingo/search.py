@@ -74,7 +74,9 @@ class TicketSearch:
             now as the "initial" values that variants reset to.
         fraction: share of prunable weights (or units) each variant resets, in
             (0, 1); quantized to 1/256 (see ``effective_fraction``).
-        variants: K, the number of reset subsets evaluated per step.
+        variants: K, the number of reset subsets evaluated per step (0: no random-subset
+            search; the proxies and calibration batches are still kept, which is all the
+            calibrated estimator needs).
         metric: "loss" (batch loss, continuous) or "accuracy" (batch accuracy,
             what the paper used; moves in steps of 1/batch).
         granularity: "weight" resets single weights; "neuron" resets whole
@@ -89,6 +91,8 @@ class TicketSearch:
         reset_to: what a variant resets its subset to: "init" (the initial
             values, as in the paper) or "zero" (what pruning does).
         proxy_decay: the Fisher proxy's decay per step (1: a plain sum).
+        proxy_every: fold the gradients into the proxies every this many steps (2
+            halves their cost; see bench/README.md for what they cost).
         calibration: how many of the most recent training examples to keep for the
             calibrated estimator (0 keeps none).
     """
@@ -98,9 +102,11 @@ class TicketSearch:
                  seed: int = 0, include: Optional[Sequence[str] | str] = None,
                  exclude: Optional[Sequence[str] | str] = None,
                  loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
-                 reset_to: str = "init", proxy_decay: float = 1.0, calibration: int = 2048):
-        if isinstance(variants, bool) or not isinstance(variants, int) or variants < 1:
-            raise ValueError(f"variants must be an integer >= 1 (subsets evaluated per step), "
+                 reset_to: str = "init", proxy_decay: float = 1.0, proxy_every: int = 1,
+                 calibration: int = 2048):
+        if isinstance(variants, bool) or not isinstance(variants, int) or variants < 0:
+            raise ValueError(f"variants must be an integer >= 0 (subsets evaluated per step; "
+                             f"0 keeps only the gradient proxies and calibration batches), "
                              f"got {variants!r}")
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -111,7 +117,10 @@ class TicketSearch:
         if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < 0:
             raise ValueError(f"calibration must be an integer >= 0 (examples kept), "
                              f"got {calibration!r}")
+        if isinstance(proxy_every, bool) or not isinstance(proxy_every, int) or proxy_every < 1:
+            raise ValueError(f"proxy_every must be an integer >= 1, got {proxy_every!r}")
         self.model = model
+        self.proxy_every = proxy_every
         self.reset_to = reset_to
         self.calibration = calibration
         self.fraction = float(fraction)
@@ -160,6 +169,7 @@ class TicketSearch:
             "variants": self.variants, "metric": self.metric,
             "granularity": self.granularity, "rule": self.rule.name, "seed": self.seed,
             "targets": [t.name for t in self.targets], "reset_to": self.reset_to,
+            "proxy_every": self.proxy_every,
         }
 
     def plan(self, step: int) -> SearchPlan:
@@ -221,21 +231,24 @@ class TicketSearch:
         device = current[self.targets[0].name].device
         plan = self.plan(self.step_count)
         backend = select_backend(device)
-        devices = [p.device for p in current.values()]
-        with _Borrowed(self.model, devices), torch.no_grad():
-            batch = SearchBatch(self.model, inputs, targets, self.metric, self.loss_fn)
-            before, after = backend.evaluate_variants(plan, self.targets, current,
-                                                      self.reset_values(), batch)
-        self._check_finite(before, after)
-        higher_is_better = self.metric == "accuracy"
-        changes = [SearchChange.from_metrics(before, a, higher_is_better) for a in after]
-        with torch.no_grad():
-            backend.accumulate(plan, self.targets, self.rule, self._states, changes)
-        for c in changes:
-            self.totals.add(c)
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            self.proxies.update(backend, params, self.reset_values())
+        before, after = float("nan"), []
+        if self.variants:
+            devices = [p.device for p in current.values()]
+            with _Borrowed(self.model, devices), torch.no_grad():
+                batch = SearchBatch(self.model, inputs, targets, self.metric, self.loss_fn)
+                before, after = backend.evaluate_variants(plan, self.targets, current,
+                                                          self.reset_values(), batch)
+            self._check_finite(before, after)
+            higher_is_better = self.metric == "accuracy"
+            changes = [SearchChange.from_metrics(before, a, higher_is_better) for a in after]
+            with torch.no_grad():
+                backend.accumulate(plan, self.targets, self.rule, self._states, changes)
+            for c in changes:
+                self.totals.add(c)
+        if self.step_count % self.proxy_every == 0:
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                self.proxies.update(backend, params, self.reset_values())
         self._keep_for_calibration(inputs, targets)
         record = SearchRecord(self.step_count, before, list(after))
         self.history.append(record)

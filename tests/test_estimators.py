@@ -81,6 +81,21 @@ def test_search_accumulates_the_proxies_from_the_training_gradients(mnist, reset
     assert len(x) == len(y) == 256  # all 4 batches kept (fewer than calibration=2048)
 
 
+def test_proxy_every_skips_steps(mnist, fresh_seed):
+    model, search = _trained_search(mnist, fresh_seed, steps=5, proxy_every=2)
+    assert search.proxies.steps == 3  # steps 0, 2, 4
+    with pytest.raises(ValueError, match="proxy_every must be an integer >= 1"):
+        bingo.TicketSearch(model, fraction=0.1, variants=1, proxy_every=0)
+
+
+def test_no_variants_keeps_proxies_and_calibration_only(mnist, fresh_seed):
+    model, search = _trained_search(mnist, fresh_seed, steps=6, variants=0)
+    assert search.totals.searches == 0 and search.proxies.steps == 6
+    assert all(r.after == [] for r in search.history)
+    scores = search.significance("budgeted", sparsity=0.8)
+    assert set(scores) == {"fc1.weight", "fc2.weight", "fc3.weight"}
+
+
 def test_reset_to_zero_evaluates_the_subset_removed(batch, fresh_seed):
     x, y = batch
     torch.manual_seed(fresh_seed)
@@ -105,8 +120,8 @@ def test_reset_to_zero_evaluates_the_subset_removed(batch, fresh_seed):
 def _trained_search(mnist, seed, steps=30, **kw):
     torch.manual_seed(seed)
     model = build_model("paper-mlp")
-    search = bingo.TicketSearch(model, fraction=0.05, variants=2, seed=seed, calibration=512,
-                                **kw)
+    search = bingo.TicketSearch(model, **{"fraction": 0.05, "variants": 2, "seed": seed,
+                                          "calibration": 512, **kw})
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for i, (x, y) in enumerate(batches(mnist.train, 64, gen)):
@@ -151,12 +166,12 @@ def test_budget_scores_prune_exactly_the_budgets(fresh_seed):
             assert s.reshape(-1)[part].max() <= s.reshape(-1)[~part].min()
 
 
-def test_calibrated_chooses_the_lowest_measured_loss_and_leaves_the_model_alone(mnist, fresh_seed):
+def test_budgeted_chooses_the_lowest_measured_loss_and_leaves_the_model_alone(mnist, fresh_seed):
     model, search = _trained_search(mnist, fresh_seed)
     before = snapshot(model)
     rng = torch.get_rng_state()
     model.train()
-    scores = search.significance(sparsity=0.8)
+    scores = search.significance("budgeted", sparsity=0.8)
     report = search.last_calibration
     assert report.chosen == min(report.losses, key=report.losses.get)
     assert set(report.losses) == set(estimators.PROXY_ESTIMATORS + estimators.MIXTURES)
@@ -178,6 +193,32 @@ def test_calibrated_chooses_the_lowest_measured_loss_and_leaves_the_model_alone(
     prune(g, search.significance("magnitude"), sparsity=0.8)
     with torch.no_grad():
         assert loss <= float(F.cross_entropy(g.eval()(x), y)) + 1e-6
+
+
+def test_calibrated_swaps_only_what_lowers_the_measured_loss(mnist, fresh_seed):
+    model, search = _trained_search(mnist, fresh_seed)
+    before = snapshot(model)
+    search.significance("budgeted", sparsity=0.85)
+    budgeted = search.last_calibration
+    for p in model.parameters():
+        p.grad = None
+    scores = search.significance(sparsity=0.85)  # the default: calibrated
+    report = search.last_calibration
+    assert report.chosen == budgeted.chosen
+    assert report.loss_after_swaps <= report.losses[report.chosen]
+    assert (report.swaps > 0) == (report.loss_after_swaps < report.losses[report.chosen])
+    for k, v in snapshot(model)[0].items():
+        assert torch.equal(v, before[0][k])
+    assert all(p.grad is None for p in model.parameters())  # gradients went elsewhere
+    m = copy.deepcopy(model)
+    rep = prune(m, scores, sparsity=0.85)
+    assert rep.sparsity == pytest.approx(0.85, abs=1e-4)
+    x, y = search.calibration_batch()
+    with torch.no_grad():
+        loss = float(F.cross_entropy(m.eval()(x), y))
+    assert loss == pytest.approx(report.loss_after_swaps, rel=1e-4)
+    for name, layer in rep.layers.items():
+        assert layer.sparsity == pytest.approx(report.final_budgets[name], abs=1e-9)
 
 
 def test_units_removes_whole_low_scoring_units(mnist, fresh_seed):
