@@ -79,6 +79,8 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
     p.add_argument("--rule", choices=sorted(RULES), default=d.rule)
     p.add_argument("--reset-to", choices=RESET_TARGETS, default=d.reset_to,
                    help="what a search resets its subset to: initial values or zeros")
+    p.add_argument("--proxy-every", type=_positive, default=d.proxy_every,
+                   help="fold the gradients into the proxies every n training steps")
     p.add_argument("--estimator", choices=ESTIMATORS, default=d.estimator,
                    help="how searches and gradient proxies become scores (bingo.estimators)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -139,7 +141,8 @@ def summary(result: dict) -> str:
         ("val accuracy", f"{result['dense_val_accuracy']:.2%} dense -> {result['pruned_val_accuracy']:.2%} pruned"),
         ("per layer", ", ".join(f"{k} {v:.1%}" for k, v in result["per_layer"].items())),
         ("seconds", f"train {result['train_seconds']:.1f}, search {result['search_seconds']:.1f}, "
-                    f"prune {result['prune_seconds']:.1f}, total {result['total_seconds']:.1f}"),
+                    f"score {result['score_seconds']:.1f}, prune {result['prune_seconds']:.1f}, "
+                    f"total {result['total_seconds']:.1f}"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -40,6 +40,7 @@ class RunSetup:
     granularity: str = "weight"
     rule: str = "paper"
     reset_to: str = "init"
+    proxy_every: int = 1               # fold gradients into the proxies every n steps
     estimator: str = "calibrated"  # how the search's evidence becomes scores (bingo.estimators)
     seed: int = 0
     train_limit: Optional[int] = None  # use only the first N training images (quick runs, tests)
@@ -48,7 +49,7 @@ class RunSetup:
         """BINGO's ticket search on ``model`` with this setup's knobs (``overrides`` win)."""
         knobs = dict(fraction=self.fraction, variants=self.variants, metric=self.metric,
                      granularity=self.granularity, rule=self.rule, seed=self.seed,
-                     reset_to=self.reset_to)
+                     reset_to=self.reset_to, proxy_every=self.proxy_every)
         return TicketSearch(model, **{**knobs, **overrides})
 
 
@@ -98,7 +99,9 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
                   optimizer=optimizer, seed=job.seed, after_step=search.step, progress=progress,
                   description=f"train+search {job.model}")
     dense_test = accuracy(model, data.test)
+    scoring = time.perf_counter()
     scores = search.significance(job.estimator, sparsity=target["sparsity"])
+    score_seconds = time.perf_counter() - scoring
     report = prune(model, scores, sparsity=target["sparsity"],
                    min_accuracy=target["min_accuracy"], evaluate=lambda m: accuracy(m, data.val),
                    scope=job.scope)
@@ -117,6 +120,7 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         "per_layer": {k: v.sparsity for k, v in report.layers.items()},
         "train_seconds": stats.seconds - stats.hook_seconds,
         "search_seconds": search.search_seconds,
+        "score_seconds": score_seconds,
         "prune_seconds": report.seconds,
         "total_seconds": time.perf_counter() - wall,
         "train_steps": stats.steps,

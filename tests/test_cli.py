@@ -9,7 +9,7 @@ from bingo.cli import main
 
 REQUIRED = {"method", "model", "dataset", "seed", "sparsity", "dense_accuracy",
             "pruned_accuracy", "per_layer", "train_seconds", "search_seconds",
-            "prune_seconds", "total_seconds", "config"}
+            "score_seconds", "prune_seconds", "total_seconds", "calibration", "config"}
 
 
 def test_prune_to_sparsity_writes_json(data_dir, tmp_path, capsys):
