@@ -320,7 +320,8 @@ class TicketSearch:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`; the configuration must match this search's."""
         if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not a TicketSearch state (format {state.get('format')!r})")
+            raise ValueError(f"not a TicketSearch state of this version (format "
+                             f"{state.get('format')!r}, expected {STATE_FORMAT!r})")
         mine, theirs = self.config(), state["config"]
         diff = sorted(k for k in mine if mine[k] != theirs.get(k))
         if diff:
