@@ -115,8 +115,10 @@ def proxy_update(fisher: torch.Tensor, reset: torch.Tensor, movement: torch.Tens
                  grad: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
                  decay: float) -> None:
     """One pass over memory for the three proxies (float32 CPU tensors; else the reference)."""
-    states = (fisher, reset, movement)
-    if not all(_f32(t) and t.is_contiguous() for t in states + (grad, weight, target)):
-        reference.proxy_update(fisher, reset, movement, grad, weight, target, decay)
-        return
-    _cpu.proxy_update(*(t.detach().numpy() for t in states + (grad, weight, target)), decay)
+    fused.proxy_update(fisher, reset, movement, grad, weight, target, decay,
+                       kernel=_proxy_update, device_type="cpu")
+
+
+def _proxy_update(fisher, reset, movement, grad, weight, target, decay):
+    _cpu.proxy_update(fisher.numpy(), reset.numpy(), movement.numpy(), grad.numpy(),
+                      weight.numpy(), target.numpy(), decay)

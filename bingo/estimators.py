@@ -188,13 +188,7 @@ def layer_ranks(scores: Scores) -> Dict[str, torch.Tensor]:
 
 def _global_counts(scores: Scores, sparsity: float) -> Dict[str, int]:
     """Per-layer pruned counts of a global ranking at ``sparsity``."""
-    names = list(scores)
-    flat = torch.cat([scores[n].reshape(-1).float() for n in names])
-    k = round(sparsity * flat.numel())
-    pruned = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    pruned[torch.sort(flat, stable=True).indices[:k]] = True
-    pieces = torch.split(pruned, [scores[n].numel() for n in names])
-    return {n: int(p.sum()) for n, p in zip(names, pieces)}
+    return {n: int((~k).sum()) for n, k in _keep_at(scores, sparsity).items()}
 
 
 def balance_budgets(meter: _Meter, scores: Scores, sparsity: float) -> tuple:

@@ -44,3 +44,16 @@ def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
         for t, s in zip(targets, states):
             sum_count(s["damage_sum"], s["count"], plan.seed, plan.step, t.offset,
                       plan.threshold, damages)
+
+
+def proxy_update(fisher: torch.Tensor, reset: torch.Tensor, movement: torch.Tensor,
+                 grad: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, decay: float,
+                 *, kernel: Callable[..., None], device_type: str) -> None:
+    """The proxies of one step with a backend's fused ``kernel`` (same arguments, detached
+    tensors), or with the reference when a tensor is not contiguous float32 on its device."""
+    tensors = (fisher, reset, movement, grad, weight, target)
+    if not all(t.dtype == torch.float32 and t.device.type == device_type and t.is_contiguous()
+               for t in tensors):
+        reference.proxy_update(*tensors, decay)
+        return
+    kernel(*(t.detach() for t in tensors), decay)

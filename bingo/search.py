@@ -140,6 +140,7 @@ class TicketSearch:
             if granularity == "neuron" and t.bias_name is not None:
                 self._initial[t.bias_name] = params[t.bias_name].detach().clone()
         self.proxies = Proxies(self.targets, params, proxy_decay)
+        self._zeros: Optional[Dict[str, torch.Tensor]] = None  # reset_values() for "zero"
         self._calibration: List[tuple] = []  # the most recent (inputs, labels), oldest first
         self._states = []
         for t in self.targets:
@@ -183,8 +184,7 @@ class TicketSearch:
                 f"metric={self.metric}, reset_to={self.reset_to}, steps={self.step_count})")
 
     # ------------------------------------------------------------------ search
-    def _current(self) -> Dict[str, torch.Tensor]:
-        params = dict(self.model.named_parameters())
+    def _current(self, params: Mapping[str, nn.Parameter]) -> Dict[str, torch.Tensor]:
         current = {}
         for name, init in self._initial.items():
             if name not in params:
@@ -203,7 +203,7 @@ class TicketSearch:
         """What a variant substitutes for a reset element: the initial values, or zeros."""
         if self.reset_to == "init":
             return self._initial
-        zeros = getattr(self, "_zeros", None)
+        zeros = self._zeros
         if zeros is None or any(zeros[k].device != v.device or zeros[k].dtype != v.dtype
                                 for k, v in self._initial.items()):
             zeros = self._zeros = {k: torch.zeros_like(v) for k, v in self._initial.items()}
@@ -227,7 +227,8 @@ class TicketSearch:
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> SearchRecord:
         """Run one search on this batch (call it after ``optimizer.step()``)."""
         start = time.perf_counter()
-        current = self._current()
+        params = dict(self.model.named_parameters())
+        current = self._current(params)
         device = current[self.targets[0].name].device
         plan = self.plan(self.step_count)
         backend = select_backend(device)
@@ -246,7 +247,6 @@ class TicketSearch:
             for c in changes:
                 self.totals.add(c)
         if self.step_count % self.proxy_every == 0:
-            params = dict(self.model.named_parameters())
             with torch.no_grad():
                 self.proxies.update(backend, params, self.reset_values())
         self._keep_for_calibration(inputs, targets)

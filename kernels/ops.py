@@ -17,7 +17,7 @@ from typing import List, Mapping, Optional, Sequence
 
 import torch
 
-from bingo import batched, fused, reference
+from bingo import batched, fused
 from bingo.reference import SearchBatch, SearchPlan
 from bingo.rules import Rule, SearchChange, State
 from bingo.targets import Target
@@ -88,8 +88,5 @@ def proxy_update(fisher: torch.Tensor, reset: torch.Tensor, movement: torch.Tens
                  grad: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
                  decay: float) -> None:
     """One launch for the three proxies (contiguous float32; else the reference)."""
-    tensors = (fisher, reset, movement, grad, weight, target)
-    if not all(t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
-        reference.proxy_update(fisher, reset, movement, grad, weight, target, decay)
-        return
-    _proxies.proxy_update(*(t.detach() for t in tensors), decay)
+    fused.proxy_update(fisher, reset, movement, grad, weight, target, decay,
+                       kernel=_proxies.proxy_update, device_type=fisher.device.type)

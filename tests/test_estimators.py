@@ -13,7 +13,7 @@ from bingo.compare import CompareJob, run_compare
 from bingo.data import batches
 from bingo.models import build_model, mlp
 from bingo.pruning import prune
-from tests.test_search import snapshot
+from tests.test_search import snapshot, train_steps
 
 SHAPES = [(1,), (7, 3), (300, 785), (5, 3, 5, 5)]
 
@@ -122,15 +122,7 @@ def _trained_search(mnist, seed, steps=30, **kw):
     model = build_model("paper-mlp")
     search = bingo.TicketSearch(model, **{"fraction": 0.05, "variants": 2, "seed": seed,
                                           "calibration": 512, **kw})
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for i, (x, y) in enumerate(batches(mnist.train, 64, gen)):
-        if i == steps:
-            break
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        search.step(x, y)
+    train_steps(model, mnist.train, steps, seed=seed, search=search)
     return model, search
 
 
