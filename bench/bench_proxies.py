@@ -1,7 +1,10 @@
 """The gradient proxies' cost against the training step they ride on (issue 5's budget:
 at most 5% of a step). For each model: one Adam training step at batch 64 (forward,
-backward, update), and one step's proxy update over all prunable weights on the
-dispatched backend (C++ on CPU, Triton on a GPU) and on the PyTorch reference.
+backward, update); the proxy update of one step as ``TicketSearch`` runs it
+(``Proxies.update``: every prunable weight, the dispatched backend, C++ on CPU and Triton
+on a GPU, or the PyTorch reference); and the whole ``TicketSearch.step`` with
+``variants=0`` (proxies plus keeping the batch for calibration), which is what a
+training loop pays per step for the default estimator without random-subset searches.
 
     python -m pytest bench/bench_proxies.py --benchmark-only --benchmark-group-by=param:name
 """
@@ -11,10 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bingo import reference
+from bingo import TicketSearch, reference
 from bingo.dispatch import select_backend
 from bingo.models import build_model
-from bingo.targets import select_targets
 
 BATCH = 64
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -29,20 +31,17 @@ def _sync():
 def setup(request):
     torch.manual_seed(0)
     model = build_model(request.param).to(DEVICE)
+    search = TicketSearch(model, fraction=0.05, variants=0)  # fraction unused at K = 0
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(BATCH, 1, 28, 28, device=DEVICE)
     y = torch.randint(0, 10, (BATCH,), device=DEVICE)
     opt.zero_grad()
     F.cross_entropy(model(x), y).backward()
-    params = dict(model.named_parameters())
-    targets = select_targets(model)
-    states = [[torch.zeros_like(params[t.name]) for _ in range(3)] for t in targets]
-    init = {t.name: params[t.name].detach().clone() for t in targets}
-    return request.param, model, opt, x, y, params, targets, states, init
+    return request.param, model, search, opt, x, y
 
 
 def test_train_step(benchmark, setup):
-    name, model, opt, x, y, *_ = setup
+    name, model, _, opt, x, y = setup
     benchmark.group = name
 
     def step():
@@ -55,14 +54,24 @@ def test_train_step(benchmark, setup):
 
 @pytest.mark.parametrize("backend", ["dispatched", "torch"])
 def test_proxy_update(benchmark, setup, backend):
-    name, model, opt, x, y, params, targets, states, init = setup
+    name, model, search, *_ = setup
     ops = select_backend(DEVICE) if backend == "dispatched" else reference
+    params = dict(model.named_parameters())
     benchmark.group = name
     benchmark.extra_info["backend"] = backend
 
     def update():
-        for t, (f, r, m) in zip(targets, states):
-            p = params[t.name]
-            ops.proxy_update(f, r, m, p.grad, p.detach(), init[t.name], 1.0)
+        with torch.no_grad():
+            search.proxies.update(ops, params, search.reset_values())
         _sync()
     benchmark(update)
+
+
+def test_search_step_without_variants(benchmark, setup):
+    name, _, search, _, x, y = setup
+    benchmark.group = name
+
+    def step():
+        search.step(x, y)
+        _sync()
+    benchmark(step)

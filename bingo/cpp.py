@@ -10,8 +10,8 @@
 * ``accumulate``: one fused pass per target for the "paper" and "mean" rule
   families (each element's K decisions regenerated in registers), bit-identical;
   other rules and float64 states use the reference;
-* ``proxy_update``: the per-weight proxies of one training step in one OpenMP pass
-  (within float32 rounding of the reference).
+* ``proxy_update``: the per-weight proxies of one training step, every target in
+  one OpenMP pass (within float32 rounding of the reference).
 """
 from __future__ import annotations
 
@@ -111,14 +111,17 @@ def _sum_count(damage_sum, count, seed, step, start, threshold, damages):
                               damages)
 
 
-def proxy_update(fisher: torch.Tensor, reset: torch.Tensor, movement: torch.Tensor,
-                 grad: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
+                 movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
+                 weight: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
                  decay: float) -> None:
-    """One pass over memory for the three proxies (float32 CPU tensors; else the reference)."""
+    """Every target's proxies in one OpenMP pass (float32 CPU tensors; else the reference)."""
     fused.proxy_update(fisher, reset, movement, grad, weight, target, decay,
                        kernel=_proxy_update, device_type="cpu")
 
 
-def _proxy_update(fisher, reset, movement, grad, weight, target, decay):
-    _cpu.proxy_update(fisher.numpy(), reset.numpy(), movement.numpy(), grad.numpy(),
-                      weight.numpy(), target.numpy(), decay)
+def _proxy_update(*lists_and_decay) -> None:
+    *lists, decay = lists_and_decay
+    # addresses, not arrays: fused.proxy_update has checked dtype, layout and sizes
+    _cpu.proxy_update([f.numel() for f in lists[0]],
+                      [x.data_ptr() for tensors in zip(*lists) for x in tensors], decay)

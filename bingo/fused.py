@@ -46,14 +46,27 @@ def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
                       plan.threshold, damages)
 
 
-def proxy_update(fisher: torch.Tensor, reset: torch.Tensor, movement: torch.Tensor,
-                 grad: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, decay: float,
+def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
+                 movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
+                 weight: Sequence[torch.Tensor], target: Sequence[torch.Tensor], decay: float,
                  *, kernel: Callable[..., None], device_type: str) -> None:
-    """The proxies of one step with a backend's fused ``kernel`` (same arguments, detached
-    tensors), or with the reference when a tensor is not contiguous float32 on its device."""
-    tensors = (fisher, reset, movement, grad, weight, target)
-    if not all(t.dtype == torch.float32 and t.device.type == device_type and t.is_contiguous()
-               for t in tensors):
-        reference.proxy_update(*tensors, decay)
-        return
-    kernel(*(t.detach() for t in tensors), decay)
+    """The proxies of one step: the targets whose six tensors are contiguous float32 of one
+    size on ``device_type`` go to the backend's fused ``kernel`` (same arguments, lists of
+    those targets' tensors), the others to the reference. The checks are the cheap
+    attribute tests: at batch 64 this runs on every training step."""
+    lists = (fisher, reset, movement, grad, weight, target)
+    cpu = device_type == "cpu"
+    fast, slow = [], []
+    for tensors in zip(*lists, strict=True):
+        n = tensors[0].numel()
+        for x in tensors:
+            if (x.dtype is not torch.float32 or not x.is_contiguous() or x.numel() != n
+                    or not (x.is_cpu if cpu else x.device.type == device_type)):
+                slow.append(tensors)
+                break
+        else:
+            fast.append(tensors)
+    if slow:
+        reference.proxy_update(*zip(*slow), decay)
+    if fast:
+        kernel(*(list(column) for column in zip(*fast)), decay)

@@ -2,8 +2,8 @@
 
 After each ``optimizer.step()`` a :class:`~bingo.TicketSearch` folds the step's gradient
 g (still in ``.grad``), the weight w and the search's reset target r (the initial values
-or zeros) into three running sums per weight, with one fused pass per tensor (the
-backend op ``proxy_update``):
+or zeros) into three running sums per weight, with one fused pass over every target
+(the backend op ``proxy_update``, one call per step):
 
 * ``fisher``   F <- decay * F + g²: the empirical Fisher diagonal; ½ F̄ (w - r)² is the
                OBD estimate of the loss increase when w is reset to r;
@@ -55,15 +55,17 @@ class Proxies:
                               "call step() after loss.backward() and optimizer.step(), before "
                               "zero_grad()", RuntimeWarning, stacklevel=3)
             return False
-        for t, sums, g in zip(self.targets, self.sums, grads):
-            w = params[t.name].detach()
-            if sums["fisher"].device != w.device:
+        weights = [params[t.name].detach() for t in self.targets]
+        for sums, w in zip(self.sums, weights):
+            if sums["fisher"].device != w.device:  # the model moved: the sums follow it
                 for k in PROXIES:
                     sums[k] = sums[k].to(w.device)
-            dtype = sums["fisher"].dtype
-            backend.proxy_update(sums["fisher"], sums["reset"], sums["movement"],
-                                 g.detach().to(dtype).contiguous(), w.to(dtype).contiguous(),
-                                 reset_to[t.name].to(dtype).contiguous(), self.decay)
+        columns = [[s[k] for s in self.sums] for k in PROXIES]
+        dtypes = [s["fisher"].dtype for s in self.sums]
+        for inputs in (grads, weights, [reset_to[t.name] for t in self.targets]):
+            columns.append([x if x.dtype is d else x.detach().to(d)
+                            for x, d in zip(inputs, dtypes)])
+        backend.proxy_update(*columns, self.decay)
         self.steps += 1
         return True
 

@@ -182,11 +182,14 @@ def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
                 rule.update(state, mask[j], changes[k])
 
 
-def proxy_update(fisher: torch.Tensor, reset: torch.Tensor, movement: torch.Tensor,
-                 grad: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
+                 movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
+                 weight: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
                  decay: float) -> None:
-    """One step's proxies, in place: fisher <- decay * fisher + g², reset += |g (target - w)|,
+    """One step's proxies for a list of tensors (one entry per target, like torch's
+    ``_foreach`` ops), in place: fisher <- decay * fisher + g², reset += |g (target - w)|,
     movement -= g w (``target``: what a search resets to, the initial values or zeros)."""
-    fisher.mul_(decay).addcmul_(grad, grad)
-    reset.add_(torch.abs(grad * (target - weight)))
-    movement.sub_(grad * weight)
+    for f, r, m, g, w, t in zip(fisher, reset, movement, grad, weight, target, strict=True):
+        f.mul_(decay).addcmul_(g, g)
+        r.add_(torch.abs(g * (t - w)))
+        m.sub_(g * w)

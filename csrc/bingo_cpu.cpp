@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <stdexcept>
 #include <vector>
 
@@ -242,25 +243,48 @@ void accumulate_sum_count(py::array damage_sum, py::array count, uint64_t seed, 
                    });
 }
 
-// One training step's per-weight proxies (bingo.proxies), in place, one pass over memory:
-// fisher <- decay * fisher + g^2, reset += |g (target - w)|, movement -= g w.
-void proxy_update(py::array fisher, py::array reset, py::array movement, const py::array& grad,
-                  const py::array& weight, const py::array& target, double decay) {
-    const int64_t n = fisher.size();
-    float* f = inplace_f32(fisher, n, "fisher");
-    float* r = inplace_f32(reset, n, "reset");
-    float* m = inplace_f32(movement, n, "movement");
-    const float* g = in_f32(grad, n, "grad");
-    const float* w = in_f32(weight, n, "weight");
-    const float* t = in_f32(target, n, "target");
-    const float d = static_cast<float>(decay);
-    py::gil_scoped_release release;
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) {
+// One training step's per-weight proxies (bingo.proxies) for elements [lo, hi), in place,
+// one pass over memory: fisher <- decay * fisher + g^2, reset += |g (target - w)|,
+// movement -= g w. Restrict-qualified and simd so that it runs in vector lanes on every
+// path (the serial branch of an `omp parallel for simd if` stayed scalar: 2 ns per
+// element against 0.6).
+static inline void proxy_block(float* __restrict__ f, float* __restrict__ r,
+                               float* __restrict__ m, const float* __restrict__ g,
+                               const float* __restrict__ w, const float* __restrict__ t,
+                               float d, int64_t lo, int64_t hi) {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; ++i) {
         const float gi = g[i], wi = w[i];
         f[i] = f[i] * d + gi * gi;
         r[i] += std::fabs(gi * (t[i] - wi));
         m[i] -= gi * wi;
+    }
+}
+
+// The proxies of one step over every target in one OpenMP region. Each target is six
+// addresses (fisher, reset, movement, grad, weight, target: float32, C-contiguous, of
+// sizes[i] elements, the first three written in place), checked by the Python caller
+// (bingo.fused.proxy_update): passing addresses rather than arrays saves ~15 us of
+// array conversions per target, which at batch 64 was most of the update's cost.
+void proxy_update(const std::vector<int64_t>& sizes, const std::vector<uintptr_t>& addresses,
+                  double decay) {
+    if (addresses.size() != 6 * sizes.size())
+        throw std::invalid_argument("proxy_update takes six addresses per size");
+    constexpr int64_t chunk = 8192;  // work items: (target, chunk); threads pay off from 2 up
+    std::vector<std::pair<size_t, int64_t>> items;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+        if (sizes[i] < 0) throw std::invalid_argument("sizes must be non-negative");
+        for (int64_t lo = 0; lo < sizes[i]; lo += chunk) items.emplace_back(i, lo);
+    }
+    const float d = static_cast<float>(decay);
+    auto f32 = [&](size_t i, int k) { return reinterpret_cast<float*>(addresses[6 * i + k]); };
+    const int64_t n_items = static_cast<int64_t>(items.size());
+    py::gil_scoped_release release;
+#pragma omp parallel for schedule(static) if (n_items > 2)
+    for (int64_t j = 0; j < n_items; ++j) {
+        const auto [i, lo] = items[j];
+        proxy_block(f32(i, 0), f32(i, 1), f32(i, 2), f32(i, 3), f32(i, 4), f32(i, 5), d, lo,
+                    std::min(sizes[i], lo + chunk));
     }
 }
 
@@ -421,7 +445,6 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("accumulate_sum_count", &accumulate_sum_count, py::arg("damage_sum"), py::arg("count"),
           py::arg("seed"), py::arg("step"), py::arg("start"), py::arg("threshold"),
           py::arg("damages"));
-    m.def("proxy_update", &proxy_update, py::arg("fisher"), py::arg("reset"),
-          py::arg("movement"), py::arg("grad"), py::arg("weight"), py::arg("target"),
+    m.def("proxy_update", &proxy_update, py::arg("sizes"), py::arg("addresses"),
           py::arg("decay"));
 }

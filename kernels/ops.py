@@ -6,7 +6,7 @@
 * ``evaluate_variants``: the batched pass of :mod:`bingo.batched` on these operations;
 * ``accumulate``: the fused update for the "paper" and "mean" rule families,
   bit-identical; other rules and non-float32 states use the reference;
-* ``proxy_update``: the per-weight proxies of one training step in one launch.
+* ``proxy_update``: the per-weight proxies of one training step, one launch per target.
 
 Tensors live on a CUDA device, or on the CPU under ``TRITON_INTERPRET=1``.
 """
@@ -84,9 +84,11 @@ def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
                      values=lambda v: torch.tensor(v, dtype=torch.float32, device=device))
 
 
-def proxy_update(fisher: torch.Tensor, reset: torch.Tensor, movement: torch.Tensor,
-                 grad: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
+                 movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
+                 weight: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
                  decay: float) -> None:
-    """One launch for the three proxies (contiguous float32; else the reference)."""
-    fused.proxy_update(fisher, reset, movement, grad, weight, target, decay,
-                       kernel=_proxies.proxy_update, device_type=fisher.device.type)
+    """One launch per target for the three proxies (contiguous float32; else the reference)."""
+    if fisher:
+        fused.proxy_update(fisher, reset, movement, grad, weight, target, decay,
+                           kernel=_proxies.proxy_update, device_type=fisher[0].device.type)

@@ -3,6 +3,8 @@ fisher <- decay * fisher + g², reset += |g (target - w)|, movement -= g w.
 Each state is read and written once, the gradient, weight and target read once."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import triton
 import triton.language as tl
@@ -26,10 +28,14 @@ def proxy_update_kernel(fisher_ptr, reset_ptr, movement_ptr, grad_ptr, weight_pt
     tl.store(movement_ptr + offs, m - g * w, mask=inside)
 
 
-def proxy_update(fisher: torch.Tensor, reset: torch.Tensor, movement: torch.Tensor,
-                 grad: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
+                 movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
+                 weight: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
                  decay: float) -> None:
-    """In place on contiguous float32 states; all six tensors have the same size."""
-    n, block = fisher.numel(), elementwise_block()
-    proxy_update_kernel[(triton.cdiv(n, block),)](fisher, reset, movement, grad, weight,
-                                                  target, n, float(decay), BLOCK=block)
+    """In place on contiguous float32 states, one launch per target; the six tensors of a
+    target have the same size."""
+    block = elementwise_block()
+    for f, r, m, g, w, t in zip(fisher, reset, movement, grad, weight, target, strict=True):
+        n = f.numel()
+        proxy_update_kernel[(triton.cdiv(n, block),)](f, r, m, g, w, t, n, float(decay),
+                                                      BLOCK=block)

@@ -18,37 +18,64 @@ from tests.test_search import snapshot, train_steps
 SHAPES = [(1,), (7, 3), (300, 785), (5, 3, 5, 5)]
 
 
-def _proxy_inputs(shape, seed, device="cpu"):
+def _proxy_inputs(shapes, seed, device="cpu", dtypes=None):
+    """Per shape, the op's six tensors (random, non-zero; the fisher and reset sums
+    non-negative), as six lists: one entry per target, like the op takes them."""
     gen = torch.Generator().manual_seed(seed)
-    t = [torch.randn(shape, generator=gen).to(device) for _ in range(6)]
-    t[0] = t[0].abs()  # fisher sums are non-negative
-    t[1] = t[1].abs()
-    return t
+    lists = [[], [], [], [], [], []]
+    for i, shape in enumerate(shapes):
+        dtype = dtypes[i] if dtypes else torch.float32
+        t = [torch.randn(shape, generator=gen, dtype=dtype).to(device) for _ in range(6)]
+        t[0], t[1] = t[0].abs(), t[1].abs()
+        for column, x in zip(lists, t):
+            column.append(x)
+    return lists
 
 
-def _check_proxy_backend(update, shape, seed, device="cpu"):
+def _check_proxy_backend(update, shapes, seed, device="cpu", dtypes=None):
     decay = 0.5 + (seed % 1000) / 2000
-    mine = _proxy_inputs(shape, seed, device)
-    ref = [x.cpu().clone() for x in mine]
+    mine = _proxy_inputs(shapes, seed, device, dtypes)
+    ref = [[x.cpu().clone() for x in column] for column in mine]
     for _ in range(2):  # twice: the sums carry over
         update(*mine, decay)
         reference.proxy_update(*ref, decay)
-    for got, want in zip(mine[:3], ref[:3]):
-        torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=1e-6)
-    assert not torch.equal(ref[0], _proxy_inputs(shape, seed)[0])  # the update did something
+    before = _proxy_inputs(shapes, seed, dtypes=dtypes)
+    for k in range(3):
+        for got, want, old in zip(mine[k], ref[k], before[k]):
+            torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=1e-6)
+            assert not torch.equal(want, old)  # the update did something
+    for k in range(3, 6):  # gradient, weight and target are only read
+        for got, old in zip(mine[k], before[k]):
+            assert torch.equal(got.cpu(), old)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_cpp_proxy_update_equals_reference(shape, fresh_seed):
     assert cpp.available(), "the C++ backend is not built (pip install -e . with a compiler)"
-    _check_proxy_backend(cpp.proxy_update, shape, fresh_seed)
+    _check_proxy_backend(cpp.proxy_update, [shape], fresh_seed)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_triton_proxy_update_equals_reference(shape, fresh_seed, kernel_device):
     pytest.importorskip("triton", reason="triton is not installed; CI installs it")
     from bingo.kernels import ops
-    _check_proxy_backend(ops.proxy_update, shape, fresh_seed, kernel_device)
+    _check_proxy_backend(ops.proxy_update, [shape], fresh_seed, kernel_device)
+
+
+def test_cpp_proxy_update_takes_every_target_in_one_call(fresh_seed):
+    """Several targets of awkward sizes (chunks of the OpenMP pass straddle them), one of
+    them float64 (left to the reference): all equal the reference."""
+    assert cpp.available(), "the C++ backend is not built (pip install -e . with a compiler)"
+    shapes = [(300, 785), (7, 3), (1,), (8193,), (5, 3, 5, 5), (3, 8191)]
+    _check_proxy_backend(cpp.proxy_update, shapes, fresh_seed)
+    dtypes = [torch.float32, torch.float64, torch.float32]
+    _check_proxy_backend(cpp.proxy_update, shapes[:3], fresh_seed, dtypes=dtypes)
+
+
+def test_triton_proxy_update_takes_every_target_in_one_call(fresh_seed, kernel_device):
+    pytest.importorskip("triton", reason="triton is not installed; CI installs it")
+    from bingo.kernels import ops
+    _check_proxy_backend(ops.proxy_update, [(7, 3), (1,), (1030,)], fresh_seed, kernel_device)
 
 
 @pytest.mark.parametrize("reset_to", ["init", "zero"])
@@ -79,6 +106,33 @@ def test_search_accumulates_the_proxies_from_the_training_gradients(mnist, reset
     torch.testing.assert_close(search.proxies.mean_fisher(0), want["fisher"] / 4)
     x, y = search.calibration_batch()
     assert len(x) == len(y) == 256  # all 4 batches kept (fewer than calibration=2048)
+
+
+def test_calibration_keeps_the_most_recent_examples(mnist, fresh_seed):
+    """Batches of uneven sizes: the buffer always yields the last ``calibration`` examples
+    seen (all of them while fewer), also after a state_dict round trip."""
+    gen = torch.Generator().manual_seed(fresh_seed)
+    model = mlp([784, 9, 10])
+    make = lambda: bingo.TicketSearch(model, fraction=0.1, variants=0, calibration=100)
+    search = make()
+    seen_x, seen_y, start = [], [], 0
+    for i in range(12):
+        n = int(torch.randint(1, 60, (1,), generator=gen))
+        x, y = mnist.train.images[start:start + n], mnist.train.labels[start:start + n]
+        start += n
+        seen_x.append(x)
+        seen_y.append(y)
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        search.step(x, y)
+        if i == 6:  # continue in a fresh search from the saved state
+            state = search.state_dict()
+            search = make()
+            search.load_state_dict(state)
+        got_x, got_y = search.calibration_batch()
+        want_x, want_y = torch.cat(seen_x)[-100:], torch.cat(seen_y)[-100:]
+        assert torch.equal(got_x, want_x) and torch.equal(got_y, want_y)
+        assert sum(len(b) for b, _ in search._calibration[1:]) < 100  # nothing extra kept
 
 
 def test_proxy_every_skips_steps(mnist, fresh_seed):
