@@ -81,6 +81,9 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
                    help="what a search resets its subset to: initial values or zeros")
     p.add_argument("--proxy-every", type=_positive, default=d.proxy_every,
                    help="fold the gradients into the proxies every n training steps")
+    p.add_argument("--regression-every", type=_count, default=d.regression_every,
+                   help="fit the regression estimator on the searches of every n-th step "
+                        "(0: off; needed by --estimator regression)")
     p.add_argument("--estimator", choices=ESTIMATORS, default=d.estimator,
                    help="how searches and gradient proxies become scores (bingo.estimators)")
     p.add_argument("--seed", type=int, default=d.seed)

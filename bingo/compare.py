@@ -81,6 +81,8 @@ class CompareJob(RunSetup):
                              f"or bingo:<estimator> with one of {', '.join(ESTIMATORS)}")
         if not self.methods:
             raise ValueError("no methods given; choose from " + ", ".join(METHODS))
+        self.check_estimator("bingo:regression" in self.methods or (
+            "bingo" in self.methods and self.estimator == "regression"))
         for s in self.sparsities:
             if not 0.0 < s < 1.0:
                 raise ValueError(f"sparsity {s} is not a fraction in (0, 1)")

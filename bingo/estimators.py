@@ -11,6 +11,9 @@ Named estimators (higher = more important for all of them):
 
 =============== ===========================================================================
 ``search``      the rule's scores alone (the paper's significance when rule="paper")
+``regression``  per layer, the coefficients that best predict each search's damage from
+                its subset's sums of the features obd, reset and distance
+                (:mod:`bingo.regression`), applied to each weight: its predicted damage
 ``magnitude``   |w|
 ``fisher``      ½ F̄ w²: OBD's estimate of the loss increase when w is pruned to zero
 ``reset``       Σ |g (r - w)|: the first-order size of the search's reset, summed over steps
@@ -43,13 +46,16 @@ from typing import TYPE_CHECKING, Dict, Optional, Sequence
 import torch
 from torch.func import functional_call
 
+from .regression import regression_scores
+
 if TYPE_CHECKING:
     from .search import TicketSearch
 
 Scores = Dict[str, torch.Tensor]
 PROXY_ESTIMATORS = ("magnitude", "fisher", "reset", "movement")
 MIXTURES = ("mag+fisher", "mag+reset", "mag+movement")
-ESTIMATORS = ("calibrated", "budgeted", "search", *PROXY_ESTIMATORS, *MIXTURES, "units")
+ESTIMATORS = ("calibrated", "budgeted", "search", "regression", *PROXY_ESTIMATORS, *MIXTURES,
+              "units")
 DEFAULT_ESTIMATOR = "calibrated"
 DEFAULT_CALIBRATION_SPARSITY = 0.9
 UNIT_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5)  # shares of hidden units "units" tries removing
@@ -83,6 +89,9 @@ def estimate(search: "TicketSearch", name: str = DEFAULT_ESTIMATOR, *,
                          f"will prune), got {sparsity}")
     if name == "search":
         return search.rule_significance()
+    if name == "regression":
+        return _like_params(search, regression_scores(search.proxies, search.regression,
+                                                      _weights(search)))
     if name == "units":
         return _units(search, sparsity or DEFAULT_CALIBRATION_SPARSITY)
     if name in ("calibrated", "budgeted"):

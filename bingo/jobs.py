@@ -41,6 +41,7 @@ class RunSetup:
     rule: str = "paper"
     reset_to: str = "init"
     proxy_every: int = 1               # fold gradients into the proxies every n steps
+    regression_every: int = 0          # feed bingo.regression every n steps (0: off)
     estimator: str = "calibrated"  # how the search's evidence becomes scores (bingo.estimators)
     seed: int = 0
     train_limit: Optional[int] = None  # use only the first N training images (quick runs, tests)
@@ -49,8 +50,18 @@ class RunSetup:
         """BINGO's ticket search on ``model`` with this setup's knobs (``overrides`` win)."""
         knobs = dict(fraction=self.fraction, variants=self.variants, metric=self.metric,
                      granularity=self.granularity, rule=self.rule, seed=self.seed,
-                     reset_to=self.reset_to, proxy_every=self.proxy_every)
+                     reset_to=self.reset_to, proxy_every=self.proxy_every,
+                     regression_every=self.regression_every)
         return TicketSearch(model, **{**knobs, **overrides})
+
+    def check_estimator(self, wanted: bool) -> None:
+        """Fail before training when the regression estimator is ``wanted`` but the
+        search would not feed it."""
+        if wanted and not (self.regression_every and self.variants >= 2
+                           and self.granularity == "weight"):
+            raise ValueError("the regression estimator fits the searches: give "
+                             "--regression-every N (e.g. 4), --variants >= 2 and weight "
+                             "granularity")
 
 
 @dataclass
@@ -74,7 +85,7 @@ class PruneJob(RunSetup):
                 else f"acc{self.target()['min_accuracy']}")
         return (f"bingo_{self.model}_{self.dataset}_e{self.epochs}_k{self.variants}_"
                 f"p{self.fraction}_{self.metric}_{self.granularity}_{self.rule}_{self.reset_to}_"
-                f"{self.estimator}_{goal}_seed{self.seed}")
+                f"{self.estimator}_r{self.regression_every}_{goal}_seed{self.seed}")
 
 
 def environment() -> Dict[str, Any]:
@@ -89,6 +100,7 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     """Train ``job.model`` with ticket search, prune by significance, evaluate on test."""
     wall = time.perf_counter()
     target = job.target()  # validates before any work
+    job.check_estimator(job.estimator == "regression")
     data = load_dataset(job.dataset, job.data_dir)
     train_split = data.train.subset(job.train_limit)
     torch.manual_seed(job.seed)
