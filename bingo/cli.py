@@ -71,7 +71,9 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--variants", type=_count, default=d.variants,
                    help="K, reset subsets BINGO evaluates after each training step (0: none, "
-                        "keep only the gradient proxies and calibration batches)")
+                        "keep only the gradient proxies and calibration batches; default: "
+                        "8 when an estimator reads the searches (search, regression, units), "
+                        "else 0)")
     p.add_argument("--fraction", type=_fraction, default=d.fraction,
                    help="share of weights (or units) each subset resets")
     p.add_argument("--metric", choices=("loss", "accuracy"), default=d.metric)

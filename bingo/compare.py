@@ -81,13 +81,17 @@ class CompareJob(RunSetup):
                              f"or bingo:<estimator> with one of {', '.join(ESTIMATORS)}")
         if not self.methods:
             raise ValueError("no methods given; choose from " + ", ".join(METHODS))
-        self.check_estimator("bingo:regression" in self.methods or (
-            "bingo" in self.methods and self.estimator == "regression"))
+        self.check_estimator("regression" in self.row_estimators())
         for s in self.sparsities:
             if not 0.0 < s < 1.0:
                 raise ValueError(f"sparsity {s} is not a fraction in (0, 1)")
         if not self.sparsities and self.min_accuracy is None:
             raise ValueError("give --sparsities, --min-accuracy, or both")
+
+    def row_estimators(self) -> List[str]:
+        """The estimator of each BINGO row (``bingo``: the job's estimator)."""
+        return [self.estimator if m == "bingo" else m.split(":", 1)[1]
+                for m in self.methods if _is_bingo(m)]
 
     @property
     def name(self) -> str:
@@ -120,6 +124,7 @@ class _Harness:
         self.search_backend: Optional[str] = None  # set once BINGO has searched
         self.searched: Dict[str, Any] = {}  # granularity -> (model, search, seconds)
         self.calibrations: List[Dict[str, Any]] = []  # what each calibrated scoring chose
+        self.regression: Optional[Dict[str, Any]] = None  # the regression row's fit
 
     def fresh(self, seed: Optional[int] = None) -> nn.Module:
         """The model at its initial weights (the same for every method, given the seed)."""
@@ -191,7 +196,11 @@ def _searched(h: "_Harness", estimator: str, search_data: Optional[Callable]):
     start = time.perf_counter()
     model = h.fresh()
     overrides = dict(granularity="neuron", rule="contrast", reset_to="zero") if neuron else {}
-    search = h.job.make_search(model, **overrides)
+    if neuron or search_data is not None:
+        scored_by = [estimator]
+    else:  # every weight-level row shares this run
+        scored_by = [e for e in h.job.row_estimators() if e != "units"]
+    search = h.job.make_search(model, scored_by, **overrides)
     step = search.step if search_data is None else (lambda x, y: search.step(*search_data(x, y)))
     h.train(model, after_step=step, description=f"train+search bingo ({key})")
     h.search_backend = search.backend
@@ -215,6 +224,10 @@ def train_and_score(h: "_Harness", method: str, search_data: Optional[Callable] 
                 h.calibrations.append({"method": method, **asdict(c)})
                 h.log(f"  {method:12s} calibrated at {c.sparsity:.3f}: chose {c.chosen} "
                       f"(loss {c.losses[c.chosen]:.4f}, {c.evaluations} evaluations)")
+            if estimator == "regression" and h.regression is None:
+                h.regression = search.regression.report()
+                h.log(f"  {method:12s} fit on {h.regression['observations']} searches: "
+                      f"R² {h.regression['explained']:.3f}")
             return scores
         return model, scores_at, reused
     model = h.fresh()
@@ -378,7 +391,7 @@ def run_compare(job: CompareJob, progress: bool = True,
     return {"name": job.name, "sanity": sanity, "config": asdict(job) | {"methods": list(job.methods),
                                                       "sparsities": list(job.sparsities)},
             "methods": [asdict(r) for r in results], "total_seconds": time.perf_counter() - wall,
-            "calibrations": h.calibrations,
+            "calibrations": h.calibrations, "regression": h.regression,
             "environment": environment() | {"search_backend": h.search_backend}}
 
 

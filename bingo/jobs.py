@@ -9,7 +9,7 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 
@@ -17,10 +17,12 @@ from . import __version__
 from .data import load_dataset
 from .models import build_model
 from .pruning import prune
+from .estimators import SEARCH_ESTIMATORS
 from .search import TicketSearch
 from .training import accuracy, make_optimizer, train
 
 DEFAULT_MIN_ACCURACY = 0.90  # the paper's protocol: prune until accuracy would fall below 90%
+DEFAULT_VARIANTS = 8  # K when the estimator reads the random-subset searches
 
 
 @dataclass
@@ -34,7 +36,7 @@ class RunSetup:
     batch_size: int = 64
     optimizer: str = "adam"
     lr: float = 1e-3
-    variants: int = 8
+    variants: Optional[int] = None     # K; None: DEFAULT_VARIANTS if an estimator reads them
     fraction: float = 0.05
     metric: str = "loss"
     granularity: str = "weight"
@@ -46,18 +48,30 @@ class RunSetup:
     seed: int = 0
     train_limit: Optional[int] = None  # use only the first N training images (quick runs, tests)
 
-    def make_search(self, model, **overrides) -> TicketSearch:
-        """BINGO's ticket search on ``model`` with this setup's knobs (``overrides`` win)."""
-        knobs = dict(fraction=self.fraction, variants=self.variants, metric=self.metric,
-                     granularity=self.granularity, rule=self.rule, seed=self.seed,
-                     reset_to=self.reset_to, proxy_every=self.proxy_every,
+    def variants_for(self, estimators: Sequence[str]) -> int:
+        """K for a run scored by ``estimators``: as given, else DEFAULT_VARIANTS when one of
+        them reads the random-subset searches (search, regression, units) and 0 otherwise
+        (the calibrated default uses only the proxies and the kept examples, so searching
+        would cost time and change nothing)."""
+        if self.variants is not None:
+            return self.variants
+        return DEFAULT_VARIANTS if any(e in SEARCH_ESTIMATORS for e in estimators) else 0
+
+    def make_search(self, model, estimators: Optional[Sequence[str]] = None,
+                    **overrides) -> TicketSearch:
+        """BINGO's ticket search on ``model`` with this setup's knobs (``overrides`` win),
+        for scoring by ``estimators`` (default: the setup's estimator)."""
+        estimators = (self.estimator,) if estimators is None else estimators
+        knobs = dict(fraction=self.fraction, variants=self.variants_for(estimators),
+                     metric=self.metric, granularity=self.granularity, rule=self.rule,
+                     seed=self.seed, reset_to=self.reset_to, proxy_every=self.proxy_every,
                      regression_every=self.regression_every)
         return TicketSearch(model, **{**knobs, **overrides})
 
     def check_estimator(self, wanted: bool) -> None:
         """Fail before training when the regression estimator is ``wanted`` but the
         search would not feed it."""
-        if wanted and not (self.regression_every and self.variants >= 2
+        if wanted and not (self.regression_every and self.variants_for(["regression"]) >= 2
                            and self.granularity == "weight"):
             raise ValueError("the regression estimator fits the searches: give "
                              "--regression-every N (e.g. 4), --variants >= 2 and weight "
@@ -83,7 +97,8 @@ class PruneJob(RunSetup):
     def name(self) -> str:
         goal = (f"s{self.sparsity}" if self.sparsity is not None
                 else f"acc{self.target()['min_accuracy']}")
-        return (f"bingo_{self.model}_{self.dataset}_e{self.epochs}_k{self.variants}_"
+        return (f"bingo_{self.model}_{self.dataset}_e{self.epochs}_"
+                f"k{self.variants_for([self.estimator])}_"
                 f"p{self.fraction}_{self.metric}_{self.granularity}_{self.rule}_{self.reset_to}_"
                 f"{self.estimator}_r{self.regression_every}_{goal}_seed{self.seed}")
 
@@ -138,8 +153,8 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         "train_steps": stats.steps,
         "searches": search.totals.searches,
         "prune_evaluations": report.evaluations,
-        "config": {**asdict(job), **target, "effective_fraction": search.effective_fraction,
-                   "backend": search.backend},
+        "config": {**asdict(job), **target, "variants": search.variants,
+                   "effective_fraction": search.effective_fraction, "backend": search.backend},
         "calibration": asdict(search.last_calibration) if search.last_calibration else None,
         "environment": environment(),
     }

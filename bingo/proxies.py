@@ -46,26 +46,32 @@ class Proxies:
                reset_to: Mapping[str, torch.Tensor]) -> bool:
         """Fold the gradients now in ``.grad`` into the sums; False (with one warning) when
         a target has no gradient (``step`` called without a backward pass before it)."""
-        grads = [params[t.name].grad for t in self.targets]
-        if any(g is None for g in grads):
-            if not self._warned:
-                self._warned = True
-                warnings.warn("TicketSearch.step found no gradient on the prunable weights, so "
-                              "the gradient proxies (fisher, reset, movement) skip this step; "
-                              "call step() after loss.backward() and optimizer.step(), before "
-                              "zero_grad()", RuntimeWarning, stacklevel=3)
-            return False
-        weights = [params[t.name].detach() for t in self.targets]
-        for sums, w in zip(self.sums, weights):
+        grads, weights, targets = [], [], []
+        for t, sums in zip(self.targets, self.sums):
+            w = params[t.name]
+            g = w.grad
+            if g is None:
+                if not self._warned:
+                    self._warned = True
+                    warnings.warn("TicketSearch.step found no gradient on the prunable weights, "
+                                  "so the gradient proxies (fisher, reset, movement) skip this "
+                                  "step; call step() after loss.backward() and "
+                                  "optimizer.step(), before zero_grad()", RuntimeWarning,
+                                  stacklevel=3)
+                return False
+            r, dtype = reset_to[t.name], sums["fisher"].dtype
+            if w.dtype is not dtype or r.dtype is not dtype:  # e.g. half weights
+                w, g, r = w.detach().to(dtype), g.to(dtype), r.to(dtype)
             if sums["fisher"].device != w.device:  # the model moved: the sums follow it
                 for k in PROXIES:
                     sums[k] = sums[k].to(w.device)
-        columns = [[s[k] for s in self.sums] for k in PROXIES]
-        dtypes = [s["fisher"].dtype for s in self.sums]
-        for inputs in (grads, weights, [reset_to[t.name] for t in self.targets]):
-            columns.append([x if x.dtype is d else x.detach().to(d)
-                            for x, d in zip(inputs, dtypes)])
-        backend.proxy_update(*columns, self.decay)
+            grads.append(g)
+            weights.append(w)
+            targets.append(r)
+        if torch.is_grad_enabled():  # the backends' arithmetic must not record a graph
+            weights = [w.detach() for w in weights]
+        backend.proxy_update(*([s[k] for s in self.sums] for k in PROXIES), grads, weights,
+                             targets, self.decay)
         self.steps += 1
         return True
 

@@ -122,6 +122,13 @@ class SubsetRegression:
                 return beta / scale
             active[torch.where(negative, beta, torch.zeros_like(beta)).argmin()] = False
 
+    def report(self) -> Dict:
+        """The fit as plain numbers: coefficients per target and column, R², counts."""
+        return {"coefficients": {n: dict(zip(COLUMNS, b.tolist()))
+                                 for n, b in self.coefficients().items()},
+                "explained": self.explained(), "observations": self.observations,
+                "steps": self.steps}
+
     def state_dict(self) -> Dict:
         return {"gram": self.gram.clone(), "moment": self.moment.clone(),
                 "damage_ss": self.damage_ss, "observations": self.observations,

@@ -102,10 +102,39 @@ def main() -> None:
               for n, r in rows.items()]
     lines += ["", "| unit estimator (16 hidden units) | Spearman |", "|---|---:|"]
     lines += [f"| {n} | {v:+.3f} |" for n, v in unit_rows.items()]
+    control = control_variate_noise(weights, exact)
+    lines += ["", "| the searches as a per-weight estimate, after the regression's control "
+              "variate | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.3g} |" for k, v in control.items()]
     print("\n".join(lines))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"weights": rows, "units": unit_rows}, f, indent=2)
+            json.dump({"weights": rows, "units": unit_rows, "control_variate": control}, f,
+                      indent=2)
+
+
+def control_variate_noise(search, exact) -> dict:
+    """How well could the searches estimate single weights even with the regression's
+    prediction subtracted from each measured damage (a control variate)? The residual
+    spread of one search, divided by the square root of the searches that reset a given
+    weight, is the standard error of that weight's estimate; compare it with the size of
+    the exact single-weight effects."""
+    reg = search.regression
+    dof = reg.observations - reg.steps  # each step's mean is removed
+    spread = (reg.damage_ss / dof) ** 0.5
+    residual = ((1.0 - reg.explained()) * reg.damage_ss / dof) ** 0.5
+    per_weight = reg.observations * search.effective_fraction
+    effects = torch.cat([e.flatten().abs() for e in exact.values()])
+    return {
+        "within-step spread of a search's damage (loss)": spread,
+        "share of it the regression explains (R²)": reg.explained(),
+        "residual spread": residual,
+        "searches resetting each weight": per_weight,
+        "standard error of a weight's mean residual": residual / per_weight ** 0.5,
+        "exact single-weight effect |Δloss|, median": float(effects.median()),
+        "exact single-weight effect |Δloss|, 99th percentile": float(
+            torch.quantile(effects, 0.99)),
+    }
 
 
 if __name__ == "__main__":

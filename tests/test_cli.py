@@ -54,3 +54,27 @@ def test_module_entry_point_runs():
     done = subprocess.run([sys.executable, "-m", "bingo", "prune", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--min-accuracy" in done.stdout
+
+
+def test_searches_run_only_when_an_estimator_reads_them(data_dir, tmp_path):
+    """K defaults to 8 for the estimators that read the random-subset searches and to 0
+    for the others (the calibrated default would get the same mask, slower)."""
+    from bingo.compare import CompareJob
+    from bingo.jobs import PruneJob
+    assert PruneJob().variants_for(["calibrated"]) == 0
+    assert PruneJob().variants_for(["magnitude", "search"]) == 8
+    assert PruneJob(variants=3).variants_for(["calibrated"]) == 3
+    job = CompareJob(methods=["bingo", "bingo:regression", "bingo:units", "imp"])
+    assert job.row_estimators() == ["calibrated", "regression", "units"]
+    out = tmp_path / "run.json"
+    assert main(["prune", "--data-dir", str(data_dir), "--epochs", "1", "--train-limit", "1000",
+                 "--estimator", "search", "--sparsity", "0.5", "--quiet",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["variants"] == 8 and result["searches"] == 8 * result["train_steps"]
+    assert "_k8_" in result["name"]
+    assert main(["prune", "--data-dir", str(data_dir), "--epochs", "1", "--train-limit", "1000",
+                 "--sparsity", "0.5", "--quiet", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["variants"] == 0 and result["searches"] == 0
+    assert "_k0_" in result["name"]

@@ -96,6 +96,8 @@ def test_search_feeds_the_regression_every_n_steps(mnist, fresh_seed):
     assert search.regression.steps == 4  # steps 0, 2, 4, 6
     assert search.regression.observations == 16
     assert 0.0 <= search.regression.explained() <= 1.0 + 1e-9
+    report = search.regression.report()
+    assert report["steps"] == 4 and set(report["coefficients"]["fc1.weight"]) == set(COLUMNS)
     before = snapshot(model)
     scores = search.significance("regression")
     after = snapshot(model)
