@@ -47,11 +47,22 @@ def available_backends() -> dict[str, bool]:
 
 
 def select_backend(device: torch.device | str = "cpu") -> ModuleType:
-    """The backend module for tensors on ``device``, honouring ``BINGO_BACKEND``."""
+    """The backend module for tensors on ``device``, honouring ``BINGO_BACKEND``.
+    Remembered per (device, BINGO_BACKEND, TRITON_INTERPRET): a search asks every step."""
     forced = os.environ.get("BINGO_BACKEND", "").strip().lower()
+    key = (device, forced, _interpreting())
+    chosen = _chosen.get(key)
+    if chosen is None:
+        chosen = _chosen[key] = _select(torch.device(device), forced)
+    return chosen
+
+
+_chosen: dict = {}
+
+
+def _select(device: torch.device, forced: str) -> ModuleType:
     if forced and forced not in BACKENDS:
         raise ValueError(f"BINGO_BACKEND={forced!r} is not a backend; use one of {BACKENDS}")
-    device = torch.device(device)
     if forced == "torch":
         return reference
     if forced == "cpp":

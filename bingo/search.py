@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .calibration import CalibrationBuffer
 from .dispatch import backend_name, select_backend
 from .proxies import Proxies
 from .reference import SearchBatch, SearchPlan
@@ -152,8 +153,7 @@ class TicketSearch:
         self.proxies = Proxies(self.targets, params, proxy_decay)
         self.regression = SubsetRegression(self.targets)  # fed at weight granularity, K >= 2
         self._zeros: Optional[Dict[str, torch.Tensor]] = None  # reset_values() for "zero"
-        self._calibration: List[tuple] = []  # the most recent (inputs, labels), oldest first
-        self._kept_after_oldest = 0  # examples in _calibration[1:]
+        self._calibration = CalibrationBuffer(calibration)  # the most recent examples
         self._states = []
         for t in self.targets:
             p = params[t.name]
@@ -196,12 +196,21 @@ class TicketSearch:
                 f"metric={self.metric}, reset_to={self.reset_to}, steps={self.step_count})")
 
     # ------------------------------------------------------------------ search
+    def _parameters(self) -> Dict[str, nn.Parameter]:
+        """The model's current tensors for the targets (and their biases at neuron
+        granularity), looked up by name each step: a replaced module is seen."""
+        params = {}
+        for name in self._initial:
+            try:
+                params[name] = self.model.get_parameter(name)
+            except AttributeError:
+                raise RuntimeError(f"parameter {name!r} is gone from the model; build a new "
+                                   f"TicketSearch after changing the model's structure") from None
+        return params
+
     def _current(self, params: Mapping[str, nn.Parameter]) -> Dict[str, torch.Tensor]:
         current = {}
         for name, init in self._initial.items():
-            if name not in params:
-                raise RuntimeError(f"parameter {name!r} is gone from the model; build a new "
-                                   f"TicketSearch after changing the model's structure")
             p = params[name].detach()
             if p.shape != init.shape:
                 raise RuntimeError(f"parameter {name!r} changed shape from {tuple(init.shape)} "
@@ -221,36 +230,22 @@ class TicketSearch:
             zeros = self._zeros = {k: torch.zeros_like(v) for k, v in self._initial.items()}
         return zeros
 
-    def _keep_for_calibration(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
-        if not self.calibration:
-            return
-        self._calibration.append((inputs.detach().clone(), labels.detach().clone()))
-        # drop the oldest batch while the others still hold enough; the count of examples
-        # after the oldest is kept by arithmetic (summing len() per step cost ~100 us)
-        after_oldest = self._kept_after_oldest + len(inputs) if len(self._calibration) > 1 else 0
-        while len(self._calibration) > 1 and after_oldest >= self.calibration:
-            self._calibration.pop(0)
-            after_oldest -= len(self._calibration[0][0])
-        self._kept_after_oldest = after_oldest
-
     def calibration_batch(self) -> tuple:
         """The kept examples (the most recent ``calibration``) as one (inputs, labels) batch."""
-        if not self._calibration:
+        if not len(self._calibration):
             raise ValueError("no calibration examples: run step() during training (with "
                              "calibration > 0) before asking for the calibrated estimator")
-        xs, ys = zip(*self._calibration)
-        return torch.cat(xs)[-self.calibration:], torch.cat(ys)[-self.calibration:]
+        return self._calibration.batch()
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> SearchRecord:
         """Run one search on this batch (call it after ``optimizer.step()``)."""
         start = time.perf_counter()
-        params = dict(self.model.named_parameters())
+        params = self._parameters()
         current = self._current(params)
-        device = current[self.targets[0].name].device
-        plan = self.plan(self.step_count)
-        backend = select_backend(device)
+        backend = select_backend(current[self.targets[0].name].device)
         before, after, changes = float("nan"), [], []
         if self.variants:
+            plan = self.plan(self.step_count)
             devices = [p.device for p in current.values()]
             with _Borrowed(self.model, devices), torch.no_grad():
                 batch = SearchBatch(self.model, inputs, targets, self.metric, self.loss_fn)
@@ -273,7 +268,7 @@ class TicketSearch:
                 feats = [features(self.proxies, i, current[t.name], reset[t.name],
                                   params[t.name].grad) for i, t in enumerate(self.targets)]
                 self.regression.observe(backend, plan, self.targets, feats, changes)
-        self._keep_for_calibration(inputs, targets)
+        self._calibration.add(inputs, targets)
         record = SearchRecord(self.step_count, before, list(after))
         self.history.append(record)
         self.step_count += 1
@@ -339,7 +334,7 @@ class TicketSearch:
             "history": [(r.step, r.before, list(r.after)) for r in self.history],
             "proxies": self.proxies.state_dict(),
             "regression": self.regression.state_dict(),
-            "calibration": [(x.clone(), y.clone()) for x, y in self._calibration],
+            "calibration": self._calibration.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -364,8 +359,7 @@ class TicketSearch:
         self.history = [SearchRecord(s, b, list(a)) for s, b, a in state["history"]]
         self.proxies.load_state_dict(state["proxies"])
         self.regression.load_state_dict(state["regression"])
-        self._calibration = [(x.clone(), y.clone()) for x, y in state["calibration"]]
-        self._kept_after_oldest = sum(len(x) for x, _ in self._calibration[1:])
+        self._calibration.load_state_dict(state["calibration"])
 
     @property
     def backend(self) -> str:

@@ -131,8 +131,8 @@ def control_variate_noise(search, exact) -> dict:
         "residual spread": residual,
         "searches resetting each weight": per_weight,
         "standard error of a weight's mean residual": residual / per_weight ** 0.5,
-        "exact single-weight effect |Δloss|, median": float(effects.median()),
-        "exact single-weight effect |Δloss|, 99th percentile": float(
+        "exact single-weight effect, median of abs(Δloss)": float(effects.median()),
+        "exact single-weight effect, 99th percentile of abs(Δloss)": float(
             torch.quantile(effects, 0.99)),
     }
 

@@ -117,7 +117,7 @@ def test_calibration_keeps_the_most_recent_examples(mnist, fresh_seed):
     search = make()
     seen_x, seen_y, start = [], [], 0
     for i in range(12):
-        n = int(torch.randint(1, 60, (1,), generator=gen))
+        n = int(torch.randint(1, 60, (1,), generator=gen)) if i != 9 else 130  # > capacity
         x, y = mnist.train.images[start:start + n], mnist.train.labels[start:start + n]
         start += n
         seen_x.append(x)
@@ -132,7 +132,13 @@ def test_calibration_keeps_the_most_recent_examples(mnist, fresh_seed):
         got_x, got_y = search.calibration_batch()
         want_x, want_y = torch.cat(seen_x)[-100:], torch.cat(seen_y)[-100:]
         assert torch.equal(got_x, want_x) and torch.equal(got_y, want_y)
-        assert sum(len(b) for b, _ in search._calibration[1:]) < 100  # nothing extra kept
+    x, y = mnist.train.images[:5], mnist.train.labels[:5]
+    with pytest.raises(ValueError, match="calibration examples must share one shape"):
+        search.step(x[:, :, :27], y)
+    none = bingo.TicketSearch(model, fraction=0.1, variants=0, calibration=0)
+    none.step(x, y)
+    with pytest.raises(ValueError, match="no calibration examples"):
+        none.calibration_batch()
 
 
 def test_proxy_every_skips_steps(mnist, fresh_seed):
