@@ -208,8 +208,16 @@ def balance_budgets(meter: _Meter, scores: Scores, sparsity: float) -> tuple:
     another, keep the best improving one, halve the step when none improves."""
     ranks = layer_ranks(scores)
     sizes = {n: s.numel() for n, s in scores.items()}
+    measured: Dict[tuple, float] = {}  # a third of the trials revisit a split (a move back)
+
+    def loss(split: Dict[str, int]) -> float:
+        key = tuple(split.values())
+        if key not in measured:
+            measured[key] = meter.loss(ranks, split)
+        return measured[key]
+
     pruned = _global_counts(scores, sparsity)
-    best = meter.loss(ranks, pruned)
+    best = loss(pruned)
     total = sum(pruned.values())
     step, smallest = max(1, total // 20), max(1, total // 2000)
     while step >= smallest:
@@ -222,7 +230,7 @@ def balance_budgets(meter: _Meter, scores: Scores, sparsity: float) -> tuple:
                 trial = dict(pruned)
                 trial[a] -= d
                 trial[b] += d
-                value = meter.loss(ranks, trial)
+                value = loss(trial)
                 if value < best - 1e-7:
                     best, move = value, trial
         if move is None:

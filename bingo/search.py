@@ -76,9 +76,10 @@ class TicketSearch:
             now as the "initial" values that variants reset to.
         fraction: share of prunable weights (or units) each variant resets, in
             (0, 1); quantized to 1/256 (see ``effective_fraction``).
-        variants: K, the number of reset subsets evaluated per step (0: no random-subset
-            search; the proxies and calibration batches are still kept, which is all the
-            calibrated estimator needs).
+        variants: K, the number of reset subsets evaluated per step (0, the default: no
+            random-subset search; the proxies and calibration batches are still kept,
+            which is all the calibrated estimator needs; the paper's searches, read by
+            the "search", "regression" and "units" estimators, need K >= 1).
         metric: "loss" (batch loss, continuous) or "accuracy" (batch accuracy,
             what the paper used; moves in steps of 1/batch).
         granularity: "weight" resets single weights; "neuron" resets whole
@@ -103,7 +104,7 @@ class TicketSearch:
             0 (the default) skips it: it adds ~60% to a K = 8 search step on CPU.
     """
 
-    def __init__(self, model: nn.Module, *, fraction: float, variants: int,
+    def __init__(self, model: nn.Module, *, fraction: float = 0.05, variants: int = 0,
                  metric: str = "loss", granularity: str = "weight", rule: str = "paper",
                  seed: int = 0, include: Optional[Sequence[str] | str] = None,
                  exclude: Optional[Sequence[str] | str] = None,

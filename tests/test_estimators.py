@@ -247,6 +247,37 @@ def test_budgeted_chooses_the_lowest_measured_loss_and_leaves_the_model_alone(mn
         assert loss <= float(F.cross_entropy(g.eval()(x), y)) + 1e-6
 
 
+def test_budget_balancing_measures_each_split_once_and_ends_at_a_local_minimum(mnist,
+                                                                              fresh_seed):
+    _, search = _trained_search(mnist, fresh_seed)
+    meter = estimators._Meter(search)
+    scores = search.significance("mag+reset")
+    splits = []
+    real_loss = meter.loss
+
+    def counting(ranks, pruned):
+        splits.append(tuple(pruned.values()))
+        return real_loss(ranks, pruned)
+    meter.loss = counting
+    pruned, best = estimators.balance_budgets(meter, scores, 0.8)
+    assert len(splits) == len(set(splits)) > 1  # every split measured once
+    total = sum(s.numel() for s in scores.values())
+    assert sum(pruned.values()) == round(0.8 * total)
+    ranks = estimators.layer_ranks(scores)
+    assert real_loss(ranks, pruned) == best
+    step, smallest = max(1, sum(pruned.values()) // 20), max(1, sum(pruned.values()) // 2000)
+    while step // 2 >= smallest:  # the last step size tried: halvings stop below smallest
+        step //= 2
+    for a in pruned:  # no move of the last step size lowers the loss any more
+        for b in pruned:
+            d = min(step, pruned[a], scores[b].numel() - pruned[b])
+            if a != b and d > 0:
+                trial = dict(pruned)
+                trial[a] -= d
+                trial[b] += d
+                assert real_loss(ranks, trial) >= best - 1e-7
+
+
 def test_calibrated_swaps_only_what_lowers_the_measured_loss(mnist, fresh_seed):
     model, search = _trained_search(mnist, fresh_seed)
     before = snapshot(model)
