@@ -1,0 +1,71 @@
+"""The proxies' share of a real training loop: MNIST batches, an Adam step, then
+``TicketSearch.step`` with ``variants=0``, for each model, batch size and ``proxy_every``.
+Reports milliseconds per step of the training step, of ``search.step`` (its
+``search_seconds``) and of ``Proxies.update`` inside it (timed by a wrapper).
+
+    python bench/proxies_in_loop.py --data-dir ../shared/data
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+import bingo
+from bingo.data import batches, load_dataset
+from bingo.models import build_model
+
+CASES = [("lenet300", 64, 1), ("lenet300", 64, 2), ("lenet300", 256, 1),
+         ("paper-mlp", 64, 1), ("paper-mlp", 64, 2), ("paper-mlp", 256, 1),
+         ("convnet", 64, 1)]
+
+
+def run(data, model_name: str, batch: int, every: int, steps: int) -> dict:
+    torch.manual_seed(0)
+    model = build_model(model_name)
+    search = bingo.TicketSearch(model, variants=0, proxy_every=every)
+    spent = {"proxies": 0.0}
+    update = search.proxies.update
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = update(*args, **kwargs)
+        spent["proxies"] += time.perf_counter() - start
+        return out
+    search.proxies.update = timed
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train = 0.0
+    for i, (x, y) in enumerate(batches(data.train, batch, torch.Generator().manual_seed(0))):
+        if i == steps:
+            break
+        start = time.perf_counter()
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        train += time.perf_counter() - start
+        search.step(x, y)
+    n = min(steps, i)
+    return {"train": 1e3 * train / n, "step": 1e3 * search.search_seconds / n,
+            "proxies": 1e3 * spent["proxies"] / n}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--steps", type=int, default=400)
+    args = parser.parse_args()
+    data = load_dataset("mnist", args.data_dir)
+    print("| model | batch | proxy_every | training step, ms | `search.step`, ms | share | "
+          "proxies, ms | share |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for model_name, batch, every in CASES:
+        r = run(data, model_name, batch, every, args.steps)
+        print(f"| {model_name} | {batch} | {every} | {r['train']:.2f} | {r['step']:.3f} | "
+              f"{100 * r['step'] / r['train']:.1f}% | {r['proxies']:.3f} | "
+              f"{100 * r['proxies'] / r['train']:.1f}% |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
