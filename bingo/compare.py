@@ -81,7 +81,7 @@ class CompareJob(RunSetup):
                              f"or bingo:<estimator> with one of {', '.join(ESTIMATORS)}")
         if not self.methods:
             raise ValueError("no methods given; choose from " + ", ".join(METHODS))
-        self.check_estimator("regression" in self.row_estimators())
+        self.check_estimators(self.row_estimators())
         for s in self.sparsities:
             if not 0.0 < s < 1.0:
                 raise ValueError(f"sparsity {s} is not a fraction in (0, 1)")

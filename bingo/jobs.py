@@ -15,9 +15,9 @@ import torch
 
 from . import __version__
 from .data import load_dataset
+from .estimators import SEARCH_ESTIMATORS
 from .models import build_model
 from .pruning import prune
-from .estimators import SEARCH_ESTIMATORS
 from .search import TicketSearch
 from .training import accuracy, make_optimizer, train
 
@@ -68,11 +68,15 @@ class RunSetup:
                      regression_every=self.regression_every)
         return TicketSearch(model, **{**knobs, **overrides})
 
-    def check_estimator(self, wanted: bool) -> None:
-        """Fail before training when the regression estimator is ``wanted`` but the
-        search would not feed it."""
-        if wanted and not (self.regression_every and self.variants_for(["regression"]) >= 2
-                           and self.granularity == "weight"):
+    def check_estimators(self, estimators: Sequence[str]) -> None:
+        """Fail before training when an estimator asked for would get no searches to read."""
+        starved = [e for e in estimators if e in SEARCH_ESTIMATORS and self.variants == 0]
+        if starved:
+            raise ValueError(f"the {starved[0]} estimator reads the random-subset searches, and "
+                             f"--variants 0 runs none: give --variants K (K >= 1; 8 if omitted)")
+        if "regression" in estimators and not (self.regression_every
+                                               and self.variants_for(["regression"]) >= 2
+                                               and self.granularity == "weight"):
             raise ValueError("the regression estimator fits the searches: give "
                              "--regression-every N (e.g. 4), --variants >= 2 and weight "
                              "granularity")
@@ -115,7 +119,7 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     """Train ``job.model`` with ticket search, prune by significance, evaluate on test."""
     wall = time.perf_counter()
     target = job.target()  # validates before any work
-    job.check_estimator(job.estimator == "regression")
+    job.check_estimators([job.estimator])
     data = load_dataset(job.dataset, job.data_dir)
     train_split = data.train.subset(job.train_limit)
     torch.manual_seed(job.seed)

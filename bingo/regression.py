@@ -21,9 +21,9 @@ Features of weight i in layer l, at the time of the search (r: the reset target)
 
 The fit is least squares on the columns scaled to unit norm with a tiny ridge, the
 feature coefficients kept non-negative, from normal equations (a few dozen numbers,
-updated once per step). The ``regression``
-estimator scores each weight by its layer's coefficients times its features with r = 0
-(pruning sets weights to zero), i.e. the damage the searches predict for pruning it.
+updated once per step). The ``regression`` estimator scores each weight by its layer's
+coefficients times its features with r = 0 (pruning sets weights to zero), i.e. the
+damage the searches predict for pruning it.
 """
 from __future__ import annotations
 

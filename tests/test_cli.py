@@ -66,6 +66,10 @@ def test_searches_run_only_when_an_estimator_reads_them(data_dir, tmp_path):
     assert PruneJob(variants=3).variants_for(["calibrated"]) == 3
     job = CompareJob(methods=["bingo", "bingo:regression", "bingo:units", "imp"])
     assert job.row_estimators() == ["calibrated", "regression", "units"]
+    with pytest.raises(ValueError, match="--variants 0 runs none"):
+        CompareJob(methods=["bingo:search"], variants=0).validate()
+    with pytest.raises(ValueError, match="--variants 0 runs none"):
+        PruneJob(estimator="units", variants=0).check_estimators(["units"])
     out = tmp_path / "run.json"
     assert main(["prune", "--data-dir", str(data_dir), "--epochs", "1", "--train-limit", "1000",
                  "--estimator", "search", "--sparsity", "0.5", "--quiet",
