@@ -6,6 +6,9 @@ results.json and results.md under --out/<model>_<optimizer>/); the summary table
 --out/matrix.md.
 
     python experiments/estimator_matrix.py --data-dir ../shared/data --out runs/matrix
+
+``--estimators calibrated --proxy-every 2`` reruns only the default with proxies from
+every other step (no random-subset searches are then needed: K = 0).
 """
 import argparse
 import json
@@ -27,10 +30,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
+    parser.add_argument("--estimators", default=",".join(ESTIMATORS),
+                        help="the bingo:<estimator> rows (calibrated is always included)")
+    parser.add_argument("--proxy-every", type=int, default=1,
+                        help="fold the gradients into the proxies every n steps")
     parser.add_argument("--table-only", action="store_true",
                         help="rewrite matrix.md from --out/matrix.json without running")
     args = parser.parse_args()
-    methods = ("magnitude", *[f"bingo:{e}" for e in ESTIMATORS])
+    chosen = [e for e in args.estimators.split(",") if e and e != "calibrated"]
+    methods = ("magnitude", "bingo:calibrated", *[f"bingo:{e}" for e in chosen])
     if args.table_only:
         cells = json.loads((args.out / "matrix.json").read_text())
         (args.out / "matrix.md").write_text(matrix_table(cells, methods))
@@ -41,7 +49,8 @@ def main() -> None:
         for opt in args.optimizers.split(","):
             job = CompareJob(model=model, optimizer=opt, lr=OPTIMIZERS[opt], epochs=args.epochs,
                              data_dir=args.data_dir, methods=methods, sparsities=SPARSITIES,
-                             regression_every=REGRESSION_EVERY)
+                             regression_every=REGRESSION_EVERY if "regression" in chosen else 0,
+                             proxy_every=args.proxy_every)
             results = run_compare(job, progress=False)
             write_outputs(results, args.out / f"{model}_{opt}")
             cells[f"{model}_{opt}"] = results
