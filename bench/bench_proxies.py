@@ -58,7 +58,7 @@ def test_train_step(benchmark, setup):
 def _after_a_training_step(benchmark, setup, fn) -> None:
     """Time ``fn`` right after an (untimed) training step, as in a training loop: the
     step evicts the proxies' sums from the caches, so ``fn`` reads them from memory.
-    (Timed back to back instead, the LeNet update ran 2.2x faster from a warm cache.)"""
+    (Timed back to back instead, the LeNet update ran about 3x faster, from warm caches.)"""
     _, model, _, opt, x, y = setup
     benchmark.pedantic(fn, setup=lambda: _train_step(model, opt, x, y), rounds=ROUNDS,
                        warmup_rounds=5)

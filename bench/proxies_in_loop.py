@@ -1,7 +1,8 @@
-"""The proxies' share of a real training loop: MNIST batches, an Adam step, then
-``TicketSearch.step`` with ``variants=0``, for each model, batch size and ``proxy_every``.
-Reports milliseconds per step of the training step, of ``search.step`` (its
-``search_seconds``) and of ``Proxies.update`` inside it (timed by a wrapper).
+"""The search's share of a real training loop: MNIST batches, an Adam step, then
+``TicketSearch.step``, for each model, batch size, ``proxy_every``, K and
+``regression_every``. Reports milliseconds per step of the training step, of
+``search.step`` (its ``search_seconds``) and of ``Proxies.update`` inside it (timed by a
+wrapper).
 
     python bench/proxies_in_loop.py --data-dir ../shared/data
 """
@@ -17,15 +18,18 @@ import bingo
 from bingo.data import batches, load_dataset
 from bingo.models import build_model
 
-CASES = [("lenet300", 64, 1), ("lenet300", 64, 2), ("lenet300", 256, 1),
-         ("paper-mlp", 64, 1), ("paper-mlp", 64, 2), ("paper-mlp", 256, 1),
-         ("convnet", 64, 1)]
+# model, batch, proxy_every, K, regression_every
+CASES = [("lenet300", 64, 1, 0, 0), ("lenet300", 64, 2, 0, 0), ("lenet300", 256, 1, 0, 0),
+         ("paper-mlp", 64, 1, 0, 0), ("paper-mlp", 64, 2, 0, 0), ("paper-mlp", 256, 1, 0, 0),
+         ("convnet", 64, 1, 0, 0), ("lenet300", 64, 1, 8, 0), ("lenet300", 64, 1, 8, 1)]
 
 
-def run(data, model_name: str, batch: int, every: int, steps: int) -> dict:
+def run(data, model_name: str, batch: int, every: int, variants: int, regression: int,
+        steps: int) -> dict:
     torch.manual_seed(0)
     model = build_model(model_name)
-    search = bingo.TicketSearch(model, variants=0, proxy_every=every)
+    search = bingo.TicketSearch(model, variants=variants, proxy_every=every,
+                                regression_every=regression)
     spent = {"proxies": 0.0}
     update = search.proxies.update
 
@@ -57,12 +61,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     args = parser.parse_args()
     data = load_dataset("mnist", args.data_dir)
-    print("| model | batch | proxy_every | training step, ms | `search.step`, ms | share | "
-          "proxies, ms | share |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for model_name, batch, every in CASES:
-        r = run(data, model_name, batch, every, args.steps)
-        print(f"| {model_name} | {batch} | {every} | {r['train']:.2f} | {r['step']:.3f} | "
+    print("| model | batch | proxy_every | K | regression_every | training step, ms | "
+          "`search.step`, ms | share | proxies, ms | share |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for model_name, batch, every, variants, regression in CASES:
+        r = run(data, model_name, batch, every, variants, regression, args.steps)
+        print(f"| {model_name} | {batch} | {every} | {variants} | {regression} | "
+              f"{r['train']:.2f} | {r['step']:.3f} | "
               f"{100 * r['step'] / r['train']:.1f}% | {r['proxies']:.3f} | "
               f"{100 * r['proxies'] / r['train']:.1f}% |", flush=True)
 

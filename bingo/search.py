@@ -101,7 +101,7 @@ class TicketSearch:
         regression_every: every this many steps, add the step's variants to the
             per-layer regression of damage on feature sums (:mod:`bingo.regression`,
             the ``regression`` estimator; needs variants >= 2 at weight granularity).
-            0 (the default) skips it: it adds ~60% to a K = 8 search step on CPU.
+            0 (the default) skips it: every step doubles a K = 8 search step on CPU.
     """
 
     def __init__(self, model: nn.Module, *, fraction: float = 0.05, variants: int = 0,
