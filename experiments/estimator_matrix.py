@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
     parser.add_argument("--estimators", default=",".join(ESTIMATORS),
                         help="the bingo:<estimator> rows (calibrated is always included)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="initial weights, data order and subsets")
     parser.add_argument("--proxy-every", type=int, default=1,
                         help="fold the gradients into the proxies every n steps")
     parser.add_argument("--table-only", action="store_true",
@@ -50,7 +52,7 @@ def main() -> None:
             job = CompareJob(model=model, optimizer=opt, lr=OPTIMIZERS[opt], epochs=args.epochs,
                              data_dir=args.data_dir, methods=methods, sparsities=SPARSITIES,
                              regression_every=REGRESSION_EVERY if "regression" in chosen else 0,
-                             proxy_every=args.proxy_every)
+                             proxy_every=args.proxy_every, seed=args.seed)
             results = run_compare(job, progress=False)
             write_outputs(results, args.out / f"{model}_{opt}")
             cells[f"{model}_{opt}"] = results
