@@ -244,6 +244,7 @@ class TicketSearch:
         params = self._parameters()
         current = self._current(params)
         backend = select_backend(current[self.targets[0].name].device)
+        reset = self.reset_values()  # after _current: it may move the initial values
         before, after, changes = float("nan"), [], []
         if self.variants:
             plan = self.plan(self.step_count)
@@ -251,7 +252,7 @@ class TicketSearch:
             with _Borrowed(self.model, devices), torch.no_grad():
                 batch = SearchBatch(self.model, inputs, targets, self.metric, self.loss_fn)
                 before, after = backend.evaluate_variants(plan, self.targets, current,
-                                                          self.reset_values(), batch)
+                                                          reset, batch)
             self._check_finite(before, after)
             higher_is_better = self.metric == "accuracy"
             changes = [SearchChange.from_metrics(before, a, higher_is_better) for a in after]
@@ -261,11 +262,10 @@ class TicketSearch:
                 self.totals.add(c)
         if self.step_count % self.proxy_every == 0:
             with torch.no_grad():
-                self.proxies.update(backend, params, self.reset_values())
+                self.proxies.update(backend, params, reset)
         if (self.regression_every and self.step_count % self.regression_every == 0
                 and len(changes) >= 2 and self.granularity == "weight"):
             with torch.no_grad():
-                reset = self.reset_values()
                 feats = [features(self.proxies, i, current[t.name], reset[t.name],
                                   params[t.name].grad) for i, t in enumerate(self.targets)]
                 self.regression.observe(backend, plan, self.targets, feats, changes)
