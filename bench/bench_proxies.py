@@ -3,9 +3,10 @@ at most 5% of a step). For each model: one Adam training step at batch 64 (forwa
 backward, update); right after one (untimed), the proxy update of one step as
 ``TicketSearch`` runs it
 (``Proxies.update``: every prunable weight, the dispatched backend, C++ on CPU and Triton
-on a GPU, or the PyTorch reference); and the whole ``TicketSearch.step`` with
-``variants=0`` (proxies plus keeping the batch for calibration), which is what a
-training loop pays per step for the default estimator without random-subset searches.
+on a GPU, or the PyTorch reference; the full update of every 3rd step and the movement
+update of the others); and the whole ``TicketSearch.step`` with ``variants=0`` (proxies
+plus keeping the batch for calibration), which is what a training loop pays per step
+for the default estimator without random-subset searches.
 
     python -m pytest bench/bench_proxies.py --benchmark-only --benchmark-group-by=param:name
 """
@@ -64,19 +65,22 @@ def _after_a_training_step(benchmark, setup, fn) -> None:
                        warmup_rounds=5)
 
 
+@pytest.mark.parametrize("update", ["full", "movement"])
 @pytest.mark.parametrize("backend", ["dispatched", "torch"])
-def test_proxy_update(benchmark, setup, backend):
+def test_proxy_update(benchmark, setup, backend, update):
+    """``full``: all three sums (every ``proxy_every``-th step); ``movement``: movement
+    alone (the steps in between)."""
     name, model, search, *_ = setup
     ops = select_backend(DEVICE) if backend == "dispatched" else reference
     params = dict(model.named_parameters())
     benchmark.group = name
     benchmark.extra_info["backend"] = backend
 
-    def update():
+    def update_once():
         with torch.no_grad():
-            search.proxies.update(ops, params, search.reset_values())
+            search.proxies.update(ops, params, search.reset_values(), full=update == "full")
         _sync()
-    _after_a_training_step(benchmark, setup, update)
+    _after_a_training_step(benchmark, setup, update_once)
 
 
 def test_search_step_without_variants(benchmark, setup):

@@ -19,8 +19,9 @@ from bingo.data import batches, load_dataset
 from bingo.models import build_model
 
 # model, batch, proxy_every, K, regression_every
-CASES = [("lenet300", 64, 1, 0, 0), ("lenet300", 64, 2, 0, 0), ("lenet300", 256, 1, 0, 0),
-         ("paper-mlp", 64, 1, 0, 0), ("paper-mlp", 64, 2, 0, 0), ("paper-mlp", 256, 1, 0, 0),
+CASES = [("lenet300", 64, 1, 0, 0), ("lenet300", 64, 2, 0, 0), ("lenet300", 64, 3, 0, 0),
+         ("lenet300", 256, 1, 0, 0), ("paper-mlp", 64, 1, 0, 0), ("paper-mlp", 64, 2, 0, 0),
+         ("paper-mlp", 64, 3, 0, 0), ("paper-mlp", 256, 1, 0, 0),
          ("convnet", 64, 1, 0, 0), ("lenet300", 64, 1, 8, 0), ("lenet300", 64, 1, 8, 1)]
 
 

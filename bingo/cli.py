@@ -82,7 +82,9 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
     p.add_argument("--reset-to", choices=RESET_TARGETS, default=d.reset_to,
                    help="what a search resets its subset to: initial values or zeros")
     p.add_argument("--proxy-every", type=_positive, default=d.proxy_every,
-                   help="fold the gradients into the proxies every n training steps")
+                   help="fold the gradients into the fisher and reset proxies every n training "
+                        "steps (movement: every step) "
+                        "(default %(default)s)")
     p.add_argument("--regression-every", type=_count, default=d.regression_every,
                    help="fit the regression estimator on the searches of every n-th step "
                         "(0: off; needed by --estimator regression)")

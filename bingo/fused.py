@@ -1,10 +1,11 @@
-"""What the compiled backends (C++, Triton) share about accumulation: which rules and
+"""What the compiled backends (C++, Triton) share: for accumulation, which rules and
 states their fused kernels cover, and the loop that hands each target to them.
 
 A fused kernel regenerates each element's K decisions and applies the rule's update
 for variants 0..K-1 in order, reading and writing the state once per step. Two update
 families exist: the "paper" family (running halving by a per-search term) and the
 "mean" family (damage sum and count). Anything else stays with the reference.
+For the elementwise proxy ops, ``foreach``: which targets a fused kernel may take.
 """
 from __future__ import annotations
 
@@ -46,15 +47,14 @@ def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
                       plan.threshold, damages)
 
 
-def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
-                 movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
-                 weight: Sequence[torch.Tensor], target: Sequence[torch.Tensor], decay: float,
-                 *, kernel: Callable[..., None], device_type: str) -> None:
-    """The proxies of one step: the targets whose six tensors are contiguous float32 of one
-    size on ``device_type`` go to the backend's fused ``kernel`` (same arguments, lists of
-    those targets' tensors), the others to the reference. The checks are the cheap
-    attribute tests: at batch 64 this runs on every training step."""
-    lists = (fisher, reset, movement, grad, weight, target)
+def foreach(lists: Sequence[Sequence[torch.Tensor]], *scalars: float,
+            kernel: Callable[..., None], reference_op: Callable[..., None],
+            device_type: str) -> None:
+    """An elementwise foreach op (``proxy_update``, ``movement_update``): ``lists`` holds one
+    list per operand, one entry per target. Targets whose tensors are all contiguous
+    float32 of one size on ``device_type`` go to the backend's fused ``kernel`` (same
+    arguments, lists of those targets' tensors), the others to ``reference_op``. The
+    checks are cheap attribute tests: at batch 64 this runs on every training step."""
     cpu = device_type == "cpu"
     fast, slow = [], []
     for tensors in zip(*lists, strict=True):
@@ -67,6 +67,6 @@ def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
         else:
             fast.append(tensors)
     if slow:
-        reference.proxy_update(*zip(*slow), decay)
+        reference_op(*zip(*slow), *scalars)
     if fast:
-        kernel(*(list(column) for column in zip(*fast)), decay)
+        kernel(*(list(column) for column in zip(*fast)), *scalars)

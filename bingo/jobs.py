@@ -17,6 +17,7 @@ from . import __version__
 from .data import load_dataset
 from .estimators import SEARCH_ESTIMATORS
 from .models import build_model
+from .proxies import DEFAULT_PROXY_EVERY
 from .pruning import prune
 from .search import TicketSearch
 from .training import accuracy, make_optimizer, train
@@ -42,7 +43,7 @@ class RunSetup:
     granularity: str = "weight"
     rule: str = "paper"
     reset_to: str = "init"
-    proxy_every: int = 1               # fold gradients into the proxies every n steps
+    proxy_every: int = DEFAULT_PROXY_EVERY  # fisher, reset every n steps; movement always
     regression_every: int = 0          # feed bingo.regression every n steps (0: off)
     estimator: str = "calibrated"  # how the search's evidence becomes scores (bingo.estimators)
     seed: int = 0

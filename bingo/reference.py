@@ -9,7 +9,8 @@ Operations, with the names every backend mirrors:
 * ``evaluate_variants`` the metric of the current weights and of each variant;
 * ``accumulate``        apply each variant's measured change to the rule's state;
 * ``proxy_update``      fold one training step's gradient into the per-weight proxies
-                        (:mod:`bingo.proxies`).
+                        (:mod:`bingo.proxies`);
+* ``movement_update``   the movement proxy alone (the steps between two full updates).
 
 Each operation regenerates the masks it needs from the plan, so nothing of size
 K x parameters is ever held: memory stays O(parameters).
@@ -192,4 +193,11 @@ def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
     for f, r, m, g, w, t in zip(fisher, reset, movement, grad, weight, target, strict=True):
         f.mul_(decay).addcmul_(g, g)
         r.add_(torch.abs(g * (t - w)))
+        m.sub_(g * w)
+
+
+def movement_update(movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
+                    weight: Sequence[torch.Tensor]) -> None:
+    """The movement proxy alone, in place: movement -= g w (one entry per target)."""
+    for m, g, w in zip(movement, grad, weight, strict=True):
         m.sub_(g * w)

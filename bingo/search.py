@@ -24,7 +24,7 @@ from torch import nn
 
 from .calibration import CalibrationBuffer
 from .dispatch import backend_name, select_backend
-from .proxies import Proxies
+from .proxies import DEFAULT_PROXY_EVERY, Proxies
 from .reference import SearchBatch, SearchPlan
 from .regression import SubsetRegression, features
 from .rules import SearchChange, Totals, get_rule
@@ -94,8 +94,10 @@ class TicketSearch:
         reset_to: what a variant resets its subset to: "init" (the initial
             values, as in the paper) or "zero" (what pruning does).
         proxy_decay: the Fisher proxy's decay per step (1: a plain sum).
-        proxy_every: fold the gradients into the proxies every this many steps (2
-            halves their cost; see bench/README.md for what they cost).
+        proxy_every: fold the gradients into the fisher and reset proxies every this many
+            steps (default 3; movement, a signed sum that needs consecutive steps, is
+            folded in every step): the full update costs 8-11% of an MLP's training step
+            on CPU, movement alone a third of that (bench/README.md, docs/results.md).
         calibration: how many of the most recent training examples to keep for the
             calibrated estimator (0 keeps none).
         regression_every: every this many steps, add the step's variants to the
@@ -109,7 +111,8 @@ class TicketSearch:
                  seed: int = 0, include: Optional[Sequence[str] | str] = None,
                  exclude: Optional[Sequence[str] | str] = None,
                  loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
-                 reset_to: str = "init", proxy_decay: float = 1.0, proxy_every: int = 1,
+                 reset_to: str = "init", proxy_decay: float = 1.0,
+                 proxy_every: int = DEFAULT_PROXY_EVERY,
                  calibration: int = 2048, regression_every: int = 0):
         if isinstance(variants, bool) or not isinstance(variants, int) or variants < 0:
             raise ValueError(f"variants must be an integer >= 0 (subsets evaluated per step; "
@@ -151,6 +154,8 @@ class TicketSearch:
             self._initial[t.name] = params[t.name].detach().clone()
             if granularity == "neuron" and t.bias_name is not None:
                 self._initial[t.bias_name] = params[t.bias_name].detach().clone()
+        self._paths = {name: (tuple(name.split(".")[:-1]), name.split(".")[-1])
+                       for name in self._initial}  # for _parameters()
         self.proxies = Proxies(self.targets, params, proxy_decay)
         self.regression = SubsetRegression(self.targets)  # fed at weight granularity, K >= 2
         self._zeros: Optional[Dict[str, torch.Tensor]] = None  # reset_values() for "zero"
@@ -199,15 +204,29 @@ class TicketSearch:
     # ------------------------------------------------------------------ search
     def _parameters(self) -> Dict[str, nn.Parameter]:
         """The model's current tensors for the targets (and their biases at neuron
-        granularity), looked up by name each step: a replaced module is seen."""
+        granularity), looked up by name each step so that a replaced module is seen:
+        through the modules' own dicts (~1 us a name; ``get_parameter`` took ~10 us),
+        with ``get_parameter`` kept for what they cannot resolve and for its errors."""
         params = {}
-        for name in self._initial:
+        for name, (path, leaf) in self._paths.items():
             try:
-                params[name] = self.model.get_parameter(name)
-            except AttributeError:
-                raise RuntimeError(f"parameter {name!r} is gone from the model; build a new "
-                                   f"TicketSearch after changing the model's structure") from None
+                module = self.model
+                for part in path:
+                    module = module._modules[part]
+                p = module._parameters[leaf]
+                if p is None:
+                    raise KeyError(leaf)
+            except (KeyError, AttributeError, TypeError):
+                p = self._get_parameter(name)
+            params[name] = p
         return params
+
+    def _get_parameter(self, name: str) -> nn.Parameter:
+        try:
+            return self.model.get_parameter(name)
+        except AttributeError:
+            raise RuntimeError(f"parameter {name!r} is gone from the model; build a new "
+                               f"TicketSearch after changing the model's structure") from None
 
     def _current(self, params: Mapping[str, nn.Parameter]) -> Dict[str, torch.Tensor]:
         current = {}
@@ -216,7 +235,7 @@ class TicketSearch:
             if p.shape != init.shape:
                 raise RuntimeError(f"parameter {name!r} changed shape from {tuple(init.shape)} "
                                    f"to {tuple(p.shape)}; build a new TicketSearch")
-            if init.device != p.device or init.dtype != p.dtype:
+            if init.device != p.device or init.dtype is not p.dtype:
                 self._initial[name] = init.to(device=p.device, dtype=p.dtype)
             current[name] = p
         return current
@@ -260,9 +279,9 @@ class TicketSearch:
                 backend.accumulate(plan, self.targets, self.rule, self._states, changes)
             for c in changes:
                 self.totals.add(c)
-        if self.step_count % self.proxy_every == 0:
-            with torch.no_grad():
-                self.proxies.update(backend, params, reset)
+        with torch.no_grad():  # fisher and reset every proxy_every steps, movement always
+            self.proxies.update(backend, params, reset,
+                                full=self.step_count % self.proxy_every == 0)
         if (self.regression_every and self.step_count % self.regression_every == 0
                 and len(changes) >= 2 and self.granularity == "weight"):
             with torch.no_grad():

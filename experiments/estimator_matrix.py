@@ -7,8 +7,9 @@ results.json and results.md under --out/<model>_<optimizer>/); the summary table
 
     python experiments/estimator_matrix.py --data-dir ../shared/data --out runs/matrix
 
-``--estimators calibrated --proxy-every 2`` reruns only the default with proxies from
-every other step (no random-subset searches are then needed: K = 0).
+``--estimators calibrated --proxy-every 1`` reruns only the default with the fisher and
+reset proxies from every step (movement always is; the library's default is every 3rd);
+no random-subset searches are then needed: K = 0.
 """
 import argparse
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from bingo.compare import CompareJob, run_compare, write_outputs
 from bingo.estimators import ESTIMATORS
+from bingo.proxies import DEFAULT_PROXY_EVERY
 
 MODELS = ("lenet300", "paper-mlp", "convnet")
 OPTIMIZERS = {"adam": 1e-3, "sgd": 0.05}
@@ -34,8 +36,9 @@ def main() -> None:
                         help="the bingo:<estimator> rows (calibrated is always included)")
     parser.add_argument("--seed", type=int, default=0,
                         help="initial weights, data order and subsets")
-    parser.add_argument("--proxy-every", type=int, default=1,
-                        help="fold the gradients into the proxies every n steps")
+    parser.add_argument("--proxy-every", type=int, default=DEFAULT_PROXY_EVERY,
+                        help="fold the gradients into the proxies every n steps "
+                             f"(default {DEFAULT_PROXY_EVERY}, the library's)")
     parser.add_argument("--table-only", action="store_true",
                         help="rewrite matrix.md from --out/matrix.json without running")
     args = parser.parse_args()

@@ -70,8 +70,11 @@ def main() -> None:
     data = load_dataset("mnist", args.data_dir)
     torch.manual_seed(args.seed)
     model = mlp([784, 16, 10])
+    # proxies from every step (not the library's every 3rd): the table compares orderings
+    # with all the gradient information a run has
     weights = bingo.TicketSearch(model, fraction=0.05, variants=8, rule="paper",
-                                 reset_to="zero", seed=args.seed, regression_every=1)
+                                 reset_to="zero", seed=args.seed, regression_every=1,
+                                 proxy_every=1)
     units = bingo.TicketSearch(model, fraction=0.1, variants=8, rule="contrast",
                                granularity="neuron", reset_to="zero", seed=args.seed + 1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

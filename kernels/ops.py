@@ -6,7 +6,8 @@
 * ``evaluate_variants``: the batched pass of :mod:`bingo.batched` on these operations;
 * ``accumulate``: the fused update for the "paper" and "mean" rule families,
   bit-identical; other rules and non-float32 states use the reference;
-* ``proxy_update``: the per-weight proxies of one training step, one launch per target.
+* ``proxy_update`` and ``movement_update``: the per-weight proxies of one training step
+  (all three, or movement alone), one launch per target.
 
 Tensors live on a CUDA device, or on the CPU under ``TRITON_INTERPRET=1``.
 """
@@ -17,7 +18,7 @@ from typing import List, Mapping, Optional, Sequence
 
 import torch
 
-from bingo import batched, fused
+from bingo import batched, fused, reference
 from bingo.reference import SearchBatch, SearchPlan
 from bingo.rules import Rule, SearchChange, State
 from bingo.targets import Target
@@ -90,5 +91,15 @@ def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
                  decay: float) -> None:
     """One launch per target for the three proxies (contiguous float32; else the reference)."""
     if fisher:
-        fused.proxy_update(fisher, reset, movement, grad, weight, target, decay,
-                           kernel=_proxies.proxy_update, device_type=fisher[0].device.type)
+        fused.foreach((fisher, reset, movement, grad, weight, target), decay,
+                      kernel=_proxies.proxy_update, reference_op=reference.proxy_update,
+                      device_type=fisher[0].device.type)
+
+
+def movement_update(movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
+                    weight: Sequence[torch.Tensor]) -> None:
+    """One launch per target for the movement proxy alone (as ``proxy_update``)."""
+    if movement:
+        fused.foreach((movement, grad, weight), kernel=_proxies.movement_update,
+                      reference_op=reference.movement_update,
+                      device_type=movement[0].device.type)

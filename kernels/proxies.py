@@ -1,5 +1,6 @@
-"""Per-weight proxies of one training step (bingo.proxies) in one elementwise launch:
-fisher <- decay * fisher + g², reset += |g (target - w)|, movement -= g w.
+"""Per-weight proxies of one training step (bingo.proxies) in one elementwise launch per
+target: fisher <- decay * fisher + g², reset += |g (target - w)|, movement -= g w
+(``proxy_update``), or movement alone (``movement_update``, the steps in between).
 Each state is read and written once, the gradient, weight and target read once."""
 from __future__ import annotations
 
@@ -39,3 +40,22 @@ def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
         n = f.numel()
         proxy_update_kernel[(triton.cdiv(n, block),)](f, r, m, g, w, t, n, float(decay),
                                                       BLOCK=block)
+
+
+@triton.jit
+def movement_update_kernel(movement_ptr, grad_ptr, weight_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < n
+    g = tl.load(grad_ptr + offs, mask=inside)
+    w = tl.load(weight_ptr + offs, mask=inside)
+    m = tl.load(movement_ptr + offs, mask=inside)
+    tl.store(movement_ptr + offs, m - g * w, mask=inside)
+
+
+def movement_update(movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
+                    weight: Sequence[torch.Tensor]) -> None:
+    """In place on contiguous float32 tensors of one size per target, one launch each."""
+    block = elementwise_block()
+    for m, g, w in zip(movement, grad, weight, strict=True):
+        n = m.numel()
+        movement_update_kernel[(triton.cdiv(n, block),)](m, g, w, n, BLOCK=block)

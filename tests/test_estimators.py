@@ -13,6 +13,7 @@ from bingo.compare import CompareJob, run_compare
 from bingo.data import batches
 from bingo.models import build_model, mlp
 from bingo.pruning import prune
+from bingo.proxies import DEFAULT_PROXY_EVERY
 from tests.test_search import snapshot, train_steps
 
 SHAPES = [(1,), (7, 3), (300, 785), (5, 3, 5, 5)]
@@ -32,34 +33,39 @@ def _proxy_inputs(shapes, seed, device="cpu", dtypes=None):
     return lists
 
 
-def _check_proxy_backend(update, shapes, seed, device="cpu", dtypes=None):
+def _check_proxy_backend(backend, shapes, seed, device="cpu", dtypes=None):
+    """The backend's ``proxy_update`` (all three sums) and ``movement_update`` (movement
+    alone: operands 2, 3, 4) against the reference, twice so that the sums carry over."""
     decay = 0.5 + (seed % 1000) / 2000
-    mine = _proxy_inputs(shapes, seed, device, dtypes)
-    ref = [[x.cpu().clone() for x in column] for column in mine]
-    for _ in range(2):  # twice: the sums carry over
-        update(*mine, decay)
-        reference.proxy_update(*ref, decay)
-    before = _proxy_inputs(shapes, seed, dtypes=dtypes)
-    for k in range(3):
-        for got, want, old in zip(mine[k], ref[k], before[k]):
-            torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=1e-6)
-            assert not torch.equal(want, old)  # the update did something
-    for k in range(3, 6):  # gradient, weight and target are only read
-        for got, old in zip(mine[k], before[k]):
-            assert torch.equal(got.cpu(), old)
+    # name: (operands of _proxy_inputs, scalars, how many of them are written)
+    ops = {"proxy_update": (range(6), (decay,), 3), "movement_update": ((2, 3, 4), (), 1)}
+    for name, (operands, scalars, written) in ops.items():
+        mine = [_proxy_inputs(shapes, seed, device, dtypes)[k] for k in operands]
+        ref = [[x.cpu().clone() for x in column] for column in mine]
+        for _ in range(2):
+            getattr(backend, name)(*mine, *scalars)
+            getattr(reference, name)(*ref, *scalars)
+        before = [_proxy_inputs(shapes, seed, dtypes=dtypes)[k] for k in operands]
+        for k in range(written):
+            for got, want, old in zip(mine[k], ref[k], before[k]):
+                torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=1e-6)
+                assert not torch.equal(want, old), name  # the update did something
+        for k in range(written, len(operands)):
+            for got, old in zip(mine[k], before[k]):
+                assert torch.equal(got.cpu(), old), name
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_cpp_proxy_update_equals_reference(shape, fresh_seed):
     assert cpp.available(), "the C++ backend is not built (pip install -e . with a compiler)"
-    _check_proxy_backend(cpp.proxy_update, [shape], fresh_seed)
+    _check_proxy_backend(cpp, [shape], fresh_seed)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_triton_proxy_update_equals_reference(shape, fresh_seed, kernel_device):
     pytest.importorskip("triton", reason="triton is not installed; CI installs it")
     from bingo.kernels import ops
-    _check_proxy_backend(ops.proxy_update, [shape], fresh_seed, kernel_device)
+    _check_proxy_backend(ops, [shape], fresh_seed, kernel_device)
 
 
 def test_cpp_proxy_update_takes_every_target_in_one_call(fresh_seed):
@@ -67,15 +73,15 @@ def test_cpp_proxy_update_takes_every_target_in_one_call(fresh_seed):
     them float64 (left to the reference): all equal the reference."""
     assert cpp.available(), "the C++ backend is not built (pip install -e . with a compiler)"
     shapes = [(300, 785), (7, 3), (1,), (8193,), (5, 3, 5, 5), (3, 8191)]
-    _check_proxy_backend(cpp.proxy_update, shapes, fresh_seed)
+    _check_proxy_backend(cpp, shapes, fresh_seed)
     dtypes = [torch.float32, torch.float64, torch.float32]
-    _check_proxy_backend(cpp.proxy_update, shapes[:3], fresh_seed, dtypes=dtypes)
+    _check_proxy_backend(cpp, shapes[:3], fresh_seed, dtypes=dtypes)
 
 
 def test_triton_proxy_update_takes_every_target_in_one_call(fresh_seed, kernel_device):
     pytest.importorskip("triton", reason="triton is not installed; CI installs it")
     from bingo.kernels import ops
-    _check_proxy_backend(ops.proxy_update, [(7, 3), (1,), (1030,)], fresh_seed, kernel_device)
+    _check_proxy_backend(ops, [(7, 3), (1,), (1030,)], fresh_seed, kernel_device)
 
 
 @pytest.mark.parametrize("reset_to", ["init", "zero"])
@@ -83,7 +89,7 @@ def test_search_accumulates_the_proxies_from_the_training_gradients(mnist, reset
     torch.manual_seed(fresh_seed)
     model = mlp([784, 23, 10])
     search = bingo.TicketSearch(model, fraction=0.1, variants=2, seed=fresh_seed,
-                                reset_to=reset_to)
+                                reset_to=reset_to, proxy_every=1)
     w0 = model.fc1.weight.detach().clone()
     target = w0 if reset_to == "init" else torch.zeros_like(w0)
     want = {k: torch.zeros_like(w0) for k in ("fisher", "reset", "movement")}
@@ -141,15 +147,43 @@ def test_calibration_keeps_the_most_recent_examples(mnist, fresh_seed):
         none.calibration_batch()
 
 
-def test_proxy_every_skips_steps(mnist, fresh_seed):
+def test_proxy_every_samples_fisher_and_reset_and_keeps_movement_every_step(mnist, fresh_seed):
+    """By default fisher and reset are folded in on steps 0, 3, 6, ...; movement, a signed
+    sum whose noise cancels only over consecutive steps, on every step."""
     model, search = _trained_search(mnist, fresh_seed, steps=5, proxy_every=2)
     assert search.proxies.steps == 3  # steps 0, 2, 4
+    torch.manual_seed(fresh_seed)
+    model = mlp([784, 19, 10])
+    every = bingo.TicketSearch(model, variants=0, proxy_every=1)
+    default = bingo.TicketSearch(model, variants=0)
+    assert default.proxy_every == DEFAULT_PROXY_EVERY == 3
+    w0 = model.fc1.weight.detach().clone()
+    want_fisher, want_reset = torch.zeros_like(w0), torch.zeros_like(w0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for i, (x, y) in enumerate(batches(mnist.train, 64, torch.Generator().manual_seed(fresh_seed))):
+        if i == 7:
+            break
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if i % 3 == 0:
+            g, w = model.fc1.weight.grad, model.fc1.weight.detach()
+            want_fisher += g * g
+            want_reset += (g * (w0 - w)).abs()
+        every.step(x, y)
+        default.step(x, y)
+    assert default.proxies.steps == 3 and every.proxies.steps == 7
+    sums = default.proxies.sums[0]
+    torch.testing.assert_close(sums["fisher"], want_fisher, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(sums["reset"], want_reset, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(sums["movement"], every.proxies.sums[0]["movement"])
+    assert not torch.equal(sums["fisher"], every.proxies.sums[0]["fisher"])
     with pytest.raises(ValueError, match="proxy_every must be an integer >= 1"):
         bingo.TicketSearch(model, fraction=0.1, variants=1, proxy_every=0)
 
 
 def test_no_variants_keeps_proxies_and_calibration_only(mnist, fresh_seed):
-    model, search = _trained_search(mnist, fresh_seed, steps=6, variants=0)
+    model, search = _trained_search(mnist, fresh_seed, steps=6, variants=0, proxy_every=1)
     assert search.totals.searches == 0 and search.proxies.steps == 6
     assert all(r.after == [] for r in search.history)
     scores = search.significance("budgeted", sparsity=0.8)

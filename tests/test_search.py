@@ -269,3 +269,20 @@ def test_non_finite_loss_is_refused_and_nothing_changes(batch):
         search.step(*batch)
     assert search.step_count == 0 and search.totals.searches == 0 and model.training
     assert torch.equal(rng, torch.get_rng_state())
+
+
+def test_step_reads_a_replaced_module_and_refuses_a_missing_weight(batch):
+    """Targets are looked up by name every step: a module swapped for one of the same
+    shape is what the proxies see; a target that stopped being a parameter is an error."""
+    model = lenet300()
+    search = TicketSearch(model, fraction=0.1, variants=1, proxy_every=1)
+    model.fc2 = nn.Linear(300, 100)
+    x, y = batch
+    F.cross_entropy(model(x), y).backward()
+    search.step(x, y)
+    i = [t.name for t in search.targets].index("fc2.weight")
+    g, w = model.fc2.weight.grad, model.fc2.weight.detach()
+    torch.testing.assert_close(search.proxies.sums[i]["movement"], -g * w)
+    torch.nn.utils.prune.random_unstructured(model.fc1, "weight", amount=0.5)
+    with pytest.raises(RuntimeError, match="'fc1.weight' is gone from the model; build a new"):
+        search.step(x, y)
