@@ -49,6 +49,9 @@ def _variants():
            dict(fisher_ptr="*fp32", reset_ptr="*fp32", movement_ptr="*fp32", grad_ptr="*fp32",
                 weight_ptr="*fp32", target_ptr="*fp32", n="i32", decay="fp32",
                 BLOCK="constexpr"), dict(BLOCK=1024))
+    yield ("movement_update", proxies.movement_update_kernel,
+           dict(movement_ptr="*fp32", grad_ptr="*fp32", weight_ptr="*fp32", n="i32",
+                BLOCK="constexpr"), dict(BLOCK=1024))
 
 
 def compile_all(capability: int = 90) -> Dict[str, int]:
