@@ -70,15 +70,17 @@ class Proxies:
                                   "optimizer.step(), before zero_grad()", RuntimeWarning,
                                   stacklevel=3)
                 return False
-            r, dtype = reset_to[t.name], sums["fisher"].dtype
-            if w.dtype is not dtype or r.dtype is not dtype:  # e.g. half weights
-                w, g, r = w.detach().to(dtype), g.to(dtype), r.to(dtype)
+            dtype = sums["fisher"].dtype
+            if w.dtype is not dtype:  # e.g. half weights
+                w, g = w.detach().to(dtype), g.to(dtype)
             if sums["fisher"].device != w.device:  # the model moved: the sums follow it
                 for k in PROXIES:
                     sums[k] = sums[k].to(w.device)
             grads.append(g)
             weights.append(w)
-            targets.append(r)
+            if full:  # the reset target is read by the full update only
+                r = reset_to[t.name]
+                targets.append(r if r.dtype is dtype else r.to(dtype))
         if torch.is_grad_enabled():  # the backends' arithmetic must not record a graph
             weights = [w.detach() for w in weights]
         if full:

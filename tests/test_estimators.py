@@ -40,12 +40,14 @@ def _check_proxy_backend(backend, shapes, seed, device="cpu", dtypes=None):
     # name: (operands of _proxy_inputs, scalars, how many of them are written)
     ops = {"proxy_update": (range(6), (decay,), 3), "movement_update": ((2, 3, 4), (), 1)}
     for name, (operands, scalars, written) in ops.items():
-        mine = [_proxy_inputs(shapes, seed, device, dtypes)[k] for k in operands]
+        inputs = _proxy_inputs(shapes, seed, device, dtypes)
+        mine = [inputs[k] for k in operands]
         ref = [[x.cpu().clone() for x in column] for column in mine]
         for _ in range(2):
             getattr(backend, name)(*mine, *scalars)
             getattr(reference, name)(*ref, *scalars)
-        before = [_proxy_inputs(shapes, seed, dtypes=dtypes)[k] for k in operands]
+        originals = _proxy_inputs(shapes, seed, dtypes=dtypes)
+        before = [originals[k] for k in operands]
         for k in range(written):
             for got, want, old in zip(mine[k], ref[k], before[k]):
                 torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=1e-6)
