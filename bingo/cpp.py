@@ -116,29 +116,16 @@ def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
                  movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
                  weight: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
                  decay: float) -> None:
-    """Every target's proxies in one OpenMP pass (float32 CPU tensors; else the reference)."""
+    """Every target's proxies in one OpenMP pass (float32 CPU tensors; else the reference).
+    The extension takes data addresses (~15 us saved a target against arrays), checked
+    by ``fused.foreach``."""
     fused.foreach((fisher, reset, movement, grad, weight, target), decay,
-                  kernel=_proxy_kernel, reference_op=reference.proxy_update, device_type="cpu")
+                  kernel=_cpu.proxy_update, reference_op=reference.proxy_update,
+                  device_type="cpu", addresses=True)
 
 
 def movement_update(movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
                     weight: Sequence[torch.Tensor]) -> None:
     """Every target's movement proxy in one OpenMP pass (as ``proxy_update``)."""
-    fused.foreach((movement, grad, weight), kernel=_movement_kernel,
-                  reference_op=reference.movement_update, device_type="cpu")
-
-
-def _proxy_kernel(fisher, reset, movement, grad, weight, target, decay) -> None:
-    _cpu.proxy_update(*_sizes_and_addresses(fisher, reset, movement, grad, weight, target),
-                      decay)
-
-
-def _movement_kernel(movement, grad, weight) -> None:
-    _cpu.movement_update(*_sizes_and_addresses(movement, grad, weight))
-
-
-def _sizes_and_addresses(*lists: List[torch.Tensor]):
-    """Addresses, not arrays (~15 us saved a target): fused.foreach has checked dtype,
-    layout and sizes."""
-    return ([x.numel() for x in lists[0]],
-            [x.data_ptr() for tensors in zip(*lists) for x in tensors])
+    fused.foreach((movement, grad, weight), kernel=_cpu.movement_update,
+                  reference_op=reference.movement_update, device_type="cpu", addresses=True)

@@ -37,7 +37,8 @@ DEFAULT_PROXY_EVERY = 3
 
 class Proxies:
     """The three running sums for every target, and how many steps fed fisher and reset
-    (``steps``; movement sums every step)."""
+    (``steps``; movement sums every step). ``columns[k]`` holds proxy k's sums in target
+    order (what the backend ops take); ``sums[i]`` is target i's three as a dict."""
 
     def __init__(self, targets: Sequence[Target], like: Mapping[str, torch.Tensor],
                  decay: float = 1.0):
@@ -46,50 +47,70 @@ class Proxies:
         self.targets = list(targets)
         self.decay = float(decay)
         self.steps = 0
-        self.sums: List[Dict[str, torch.Tensor]] = [
-            {k: torch.zeros(t.shape, dtype=_state_dtype(like[t.name]),
-                            device=like[t.name].device) for k in PROXIES}
-            for t in self.targets]
+        self._names = [t.name for t in self.targets]
+        self.columns: Dict[str, List[torch.Tensor]] = {
+            k: [torch.zeros(t.shape, dtype=_state_dtype(like[t.name]),
+                            device=like[t.name].device) for t in self.targets]
+            for k in PROXIES}
+        self._dtypes = [f.dtype for f in self.columns["fisher"]]
+        self._devices = [f.device for f in self.columns["fisher"]]
         self._warned = False
+
+    @property
+    def sums(self) -> List[Dict[str, torch.Tensor]]:
+        """Per target, its three sums by name (views of ``columns``, not copies)."""
+        return [{k: self.columns[k][i] for k in PROXIES} for i in range(len(self.targets))]
 
     def update(self, backend, params: Mapping[str, torch.Tensor],
                reset_to: Mapping[str, torch.Tensor], full: bool = True) -> bool:
         """Fold the gradients now in ``.grad`` into the sums (all three when ``full``,
         movement alone otherwise); False (with one warning) when a target has no gradient
-        (``step`` called without a backward pass before it)."""
-        grads, weights, targets = [], [], []
-        for t, sums in zip(self.targets, self.sums):
-            w = params[t.name]
-            g = w.grad
-            if g is None:
-                if not self._warned:
-                    self._warned = True
-                    warnings.warn("TicketSearch.step found no gradient on the prunable weights, "
-                                  "so the gradient proxies (fisher, reset, movement) skip this "
-                                  "step; call step() after loss.backward() and "
-                                  "optimizer.step(), before zero_grad()", RuntimeWarning,
-                                  stacklevel=3)
-                return False
-            dtype = sums["fisher"].dtype
-            if w.dtype is not dtype:  # e.g. half weights
-                w, g = w.detach().to(dtype), g.to(dtype)
-            if sums["fisher"].device != w.device:  # the model moved: the sums follow it
-                for k in PROXIES:
-                    sums[k] = sums[k].to(w.device)
-            grads.append(g)
-            weights.append(w)
-            if full:  # the reset target is read by the full update only
-                r = reset_to[t.name]
-                targets.append(r if r.dtype is dtype else r.to(dtype))
+        (``step`` called without a backward pass before it). Runs on every training step,
+        so the common case (weights of the sums' dtype and device) is a few attribute
+        reads per target; the backend op checks its operands."""
+        weights = [params[n] for n in self._names]
+        grads = [w.grad for w in weights]
+        if any(g is None for g in grads):
+            if not self._warned:
+                self._warned = True
+                warnings.warn("TicketSearch.step found no gradient on the prunable weights, "
+                              "so the gradient proxies (fisher, reset, movement) skip this "
+                              "step; call step() after loss.backward() and "
+                              "optimizer.step(), before zero_grad()", RuntimeWarning,
+                              stacklevel=3)
+            return False
+        for w, dtype, device in zip(weights, self._dtypes, self._devices):
+            if w.dtype is not dtype or w.device != device:
+                weights, grads = self._converted(weights, grads)
+                break
         if torch.is_grad_enabled():  # the backends' arithmetic must not record a graph
             weights = [w.detach() for w in weights]
-        if full:
-            backend.proxy_update(*([s[k] for s in self.sums] for k in PROXIES), grads,
-                                 weights, targets, self.decay)
+        c = self.columns
+        if full:  # the reset target is read by the full update only
+            targets = [r if r.dtype is dtype else r.to(dtype)
+                       for r, dtype in zip((reset_to[n] for n in self._names), self._dtypes)]
+            backend.proxy_update(c["fisher"], c["reset"], c["movement"], grads, weights,
+                                 targets, self.decay)
             self.steps += 1
         else:
-            backend.movement_update([s["movement"] for s in self.sums], grads, weights)
+            backend.movement_update(c["movement"], grads, weights)
         return True
+
+    def _converted(self, weights: List[torch.Tensor], grads: List[torch.Tensor]):
+        """Weights and gradients in the sums' dtype (e.g. from half weights); sums that
+        are not on their weight's device follow it (the model moved)."""
+        out_w, out_g = [], []
+        for i, (w, g) in enumerate(zip(weights, grads)):
+            if self._devices[i] != w.device:
+                for k in PROXIES:
+                    self.columns[k][i] = self.columns[k][i].to(w.device)
+                self._devices[i] = w.device
+            dtype = self._dtypes[i]
+            if w.dtype is not dtype:
+                w, g = w.detach().to(dtype), g.to(dtype)
+            out_w.append(w)
+            out_g.append(g)
+        return out_w, out_g
 
     def mean_fisher(self, i: int) -> torch.Tensor:
         """F̄ of target i: the decayed sum over its effective number of steps."""
@@ -97,7 +118,7 @@ class Proxies:
             n = self.steps
         else:
             n = (1.0 - self.decay ** self.steps) / (1.0 - self.decay)
-        return self.sums[i]["fisher"] / max(n, 1e-12)
+        return self.columns["fisher"][i] / max(n, 1e-12)
 
     def state_dict(self) -> Dict:
         return {"decay": self.decay, "steps": self.steps,
@@ -105,9 +126,9 @@ class Proxies:
 
     def load_state_dict(self, state: Mapping) -> None:
         self.decay, self.steps = float(state["decay"]), int(state["steps"])
-        for mine, saved in zip(self.sums, state["sums"]):
+        for i, saved in enumerate(state["sums"]):
             for k in PROXIES:
-                mine[k].copy_(saved[k])
+                self.columns[k][i].copy_(saved[k])
 
 
 def _state_dtype(p: torch.Tensor) -> torch.dtype:
