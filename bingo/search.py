@@ -33,7 +33,10 @@ from .targets import select_targets
 
 METRICS = ("loss", "accuracy")
 RESET_TARGETS = ("init", "zero")
-STATE_FORMAT = "bingo.TicketSearch/3"
+# 4: movement folded in every step (fisher and reset every proxy_every-th). A format-3
+# state means the same only with proxy_every = 1 (format 3 sampled movement too).
+STATE_FORMAT = "bingo.TicketSearch/4"
+_SAME_AT_EVERY_STEP = "bingo.TicketSearch/3"
 
 
 @dataclass
@@ -359,9 +362,16 @@ class TicketSearch:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`; the configuration must match this search's."""
-        if state.get("format") != STATE_FORMAT:
+        fmt = state.get("format")
+        if fmt == _SAME_AT_EVERY_STEP and state["config"].get("proxy_every") != 1:
+            raise ValueError(f"this search state ({fmt!r}) summed the movement proxy only "
+                             f"every proxy_every={state['config'].get('proxy_every')!r} steps, "
+                             f"which this version no longer does (movement needs every step); "
+                             f"resuming would mix the two sums: restart the search, or use the "
+                             f"bingo version that saved it")
+        if fmt not in (STATE_FORMAT, _SAME_AT_EVERY_STEP):
             raise ValueError(f"not a TicketSearch state of this version (format "
-                             f"{state.get('format')!r}, expected {STATE_FORMAT!r})")
+                             f"{fmt!r}, expected {STATE_FORMAT!r})")
         mine, theirs = self.config(), state["config"]
         diff = sorted(k for k in mine if mine[k] != theirs.get(k))
         if diff:

@@ -286,3 +286,23 @@ def test_step_reads_a_replaced_module_and_refuses_a_missing_weight(batch):
     torch.nn.utils.prune.random_unstructured(model.fc1, "weight", amount=0.5)
     with pytest.raises(RuntimeError, match="'fc1.weight' is gone from the model; build a new"):
         search.step(x, y)
+
+
+def test_load_refuses_a_format_3_state_that_sampled_movement(batch):
+    """Format 3 summed movement every proxy_every-th step; resuming it with every-step
+    movement would mix two sums. At proxy_every=1 the two formats mean the same."""
+    sampled = TicketSearch(lenet300(), fraction=0.1, variants=2, proxy_every=3).state_dict()
+    sampled["format"] = "bingo.TicketSearch/3"
+    with pytest.raises(ValueError, match="movement proxy only every proxy_every=3 steps"):
+        TicketSearch(lenet300(), fraction=0.1, variants=2, proxy_every=3).load_state_dict(sampled)
+    every = TicketSearch(lenet300(), fraction=0.1, variants=2, proxy_every=1)
+    with pytest.warns(RuntimeWarning, match="no gradient"):  # a search step, no training
+        every.step(*batch)
+    state = every.state_dict()
+    state["format"] = "bingo.TicketSearch/3"
+    twin = TicketSearch(lenet300(), fraction=0.1, variants=2, proxy_every=1)
+    twin.load_state_dict(state)
+    assert twin.step_count == 1
+    state["format"] = "bingo.TicketSearch/2"
+    with pytest.raises(ValueError, match="not a TicketSearch state of this version"):
+        twin.load_state_dict(state)
