@@ -19,28 +19,32 @@ class CalibrationBuffer:
         self.capacity = capacity
         self.batches: List[Tuple[torch.Tensor, torch.Tensor]] = []  # oldest first
         self.after_oldest = 0  # examples in batches[1:]
+        self._format: Optional[tuple] = None  # (input shape[1:], dtype, label shape[1:], dtype)
 
     def __len__(self) -> int:
         held = self.after_oldest + (len(self.batches[0][0]) if self.batches else 0)
         return min(held, self.capacity)
 
     def add(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
-        """Keep a copy of a batch; drop the oldest batch while the rest hold enough."""
+        """Keep a copy of a batch; drop the oldest batch while the rest hold enough.
+        (Runs every training step: one format tuple compared, two clones.)"""
         if not self.capacity:
             return
-        if len(inputs) != len(labels):
-            raise ValueError(f"a batch of {len(inputs)} inputs has {len(labels)} labels")
-        if self.batches:
-            x0, y0 = self.batches[0]
-            if (inputs.shape[1:] != x0.shape[1:] or labels.shape[1:] != y0.shape[1:]
-                    or inputs.dtype != x0.dtype or labels.dtype != y0.dtype):
-                raise ValueError(
-                    f"calibration examples must share one shape and dtype: this batch has "
-                    f"inputs {tuple(inputs.shape[1:])} {inputs.dtype} and labels "
-                    f"{tuple(labels.shape[1:])} {labels.dtype}, the kept ones "
-                    f"{tuple(x0.shape[1:])} {x0.dtype} and {tuple(y0.shape[1:])} {y0.dtype}; "
-                    f"build the TicketSearch with calibration=0 to keep none")
-            self.after_oldest += len(inputs)
+        n = len(inputs)
+        if n != len(labels):
+            raise ValueError(f"a batch of {n} inputs has {len(labels)} labels")
+        fmt = (inputs.shape[1:], inputs.dtype, labels.shape[1:], labels.dtype)
+        if not self.batches:
+            self._format = fmt
+        elif fmt != self._format:
+            xs, xd, ys, yd = self._format
+            raise ValueError(
+                f"calibration examples must share one shape and dtype: this batch has "
+                f"inputs {tuple(fmt[0])} {fmt[1]} and labels {tuple(fmt[2])} {fmt[3]}, the "
+                f"kept ones {tuple(xs)} {xd} and {tuple(ys)} {yd}; build the TicketSearch "
+                f"with calibration=0 to keep none")
+        else:
+            self.after_oldest += n
         self.batches.append((inputs.detach().clone(), labels.detach().clone()))
         while len(self.batches) > 1 and self.after_oldest >= self.capacity:
             self.batches.pop(0)

@@ -88,6 +88,10 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
     p.add_argument("--regression-every", type=_count, default=d.regression_every,
                    help="fit the regression estimator on the searches of every n-th step "
                         "(0: off; needed by --estimator regression)")
+    p.add_argument("--calibration", type=_count, default=d.calibration,
+                   help="the most recent training examples the search keeps, on which the "
+                        "calibrated, budgeted and units estimators measure candidate masks "
+                        "(default %(default)s)")
     p.add_argument("--estimator", choices=ESTIMATORS, default=d.estimator,
                    help="how searches and gradient proxies become scores (bingo.estimators)")
     p.add_argument("--seed", type=int, default=d.seed)

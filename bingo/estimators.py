@@ -58,6 +58,7 @@ ESTIMATORS = ("calibrated", "budgeted", "search", "regression", *PROXY_ESTIMATOR
               "units")
 DEFAULT_ESTIMATOR = "calibrated"
 SEARCH_ESTIMATORS = ("search", "regression", "units")  # the ones that read the searches
+MEASURING_ESTIMATORS = ("calibrated", "budgeted", "units")  # measure masks on kept examples
 DEFAULT_CALIBRATION_SPARSITY = 0.9
 UNIT_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5)  # shares of hidden units "units" tries removing
 SWAP_START = 50        # the first swap moves (pruned weights) / SWAP_START weights each way

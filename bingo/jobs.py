@@ -15,11 +15,11 @@ import torch
 
 from . import __version__
 from .data import load_dataset
-from .estimators import SEARCH_ESTIMATORS
+from .estimators import MEASURING_ESTIMATORS, SEARCH_ESTIMATORS
 from .models import build_model
 from .proxies import DEFAULT_PROXY_EVERY
 from .pruning import prune
-from .search import TicketSearch
+from .search import DEFAULT_CALIBRATION, TicketSearch
 from .training import accuracy, make_optimizer, train
 
 DEFAULT_MIN_ACCURACY = 0.90  # the paper's protocol: prune until accuracy would fall below 90%
@@ -45,6 +45,7 @@ class RunSetup:
     reset_to: str = "init"
     proxy_every: int = DEFAULT_PROXY_EVERY  # fisher, reset every n steps; movement always
     regression_every: int = 0          # feed bingo.regression every n steps (0: off)
+    calibration: int = DEFAULT_CALIBRATION  # recent training examples kept (calibrated, units)
     estimator: str = "calibrated"  # how the search's evidence becomes scores (bingo.estimators)
     seed: int = 0
     train_limit: Optional[int] = None  # use only the first N training images (quick runs, tests)
@@ -66,7 +67,7 @@ class RunSetup:
         knobs = dict(fraction=self.fraction, variants=self.variants_for(estimators),
                      metric=self.metric, granularity=self.granularity, rule=self.rule,
                      seed=self.seed, reset_to=self.reset_to, proxy_every=self.proxy_every,
-                     regression_every=self.regression_every)
+                     regression_every=self.regression_every, calibration=self.calibration)
         return TicketSearch(model, **{**knobs, **overrides})
 
     def check_estimators(self, estimators: Sequence[str]) -> None:
@@ -75,6 +76,11 @@ class RunSetup:
         if starved:
             raise ValueError(f"the {starved[0]} estimator reads the random-subset searches, and "
                              f"--variants 0 runs none: give --variants K (K >= 1; 8 if omitted)")
+        measured = [e for e in estimators if e in MEASURING_ESTIMATORS]
+        if measured and self.calibration == 0:
+            raise ValueError(f"the {measured[0]} estimator measures masks on the most recent "
+                             f"training examples, and --calibration 0 keeps none: give "
+                             f"--calibration N ({DEFAULT_CALIBRATION} if omitted)")
         if "regression" in estimators and not (self.regression_every
                                                and self.variants_for(["regression"]) >= 2
                                                and self.granularity == "weight"):

@@ -36,6 +36,7 @@ RESET_TARGETS = ("init", "zero")
 # 4: movement folded in every step (fisher and reset every proxy_every-th). A format-3
 # state means the same only with proxy_every = 1 (format 3 sampled movement too).
 STATE_FORMAT = "bingo.TicketSearch/4"
+DEFAULT_CALIBRATION = 2048  # training examples kept for the calibrated estimator
 _SAME_AT_EVERY_STEP = "bingo.TicketSearch/3"
 
 
@@ -116,7 +117,7 @@ class TicketSearch:
                  loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
                  reset_to: str = "init", proxy_decay: float = 1.0,
                  proxy_every: int = DEFAULT_PROXY_EVERY,
-                 calibration: int = 2048, regression_every: int = 0):
+                 calibration: int = DEFAULT_CALIBRATION, regression_every: int = 0):
         if isinstance(variants, bool) or not isinstance(variants, int) or variants < 0:
             raise ValueError(f"variants must be an integer >= 0 (subsets evaluated per step; "
                              f"0 keeps only the gradient proxies and calibration batches), "

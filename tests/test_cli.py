@@ -82,3 +82,24 @@ def test_searches_run_only_when_an_estimator_reads_them(data_dir, tmp_path):
     result = json.loads(out.read_text())
     assert result["config"]["variants"] == 0 and result["searches"] == 0
     assert "_k0_" in result["name"]
+
+
+def test_calibration_examples_are_a_knob(data_dir, tmp_path):
+    """--calibration sets how many recent training examples the calibrated estimator
+    measures its masks on; 0 is refused before training for the estimators that measure."""
+    from bingo.compare import CompareJob
+    from bingo.jobs import PruneJob
+    with pytest.raises(ValueError, match="--calibration 0 keeps none"):
+        PruneJob(calibration=0).check_estimators(["calibrated"])
+    with pytest.raises(ValueError, match="the budgeted estimator measures masks"):
+        CompareJob(methods=["magnitude", "bingo:budgeted"], calibration=0).validate()
+    PruneJob(calibration=0).check_estimators(["magnitude", "movement"])  # nothing measured
+    with pytest.raises(SystemExit):
+        main(["prune", "--calibration", "-5"])
+    out = tmp_path / "run.json"
+    assert main(["prune", "--data-dir", str(data_dir), "--epochs", "1", "--train-limit", "1000",
+                 "--calibration", "300", "--sparsity", "0.5", "--quiet",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["calibration"] == 300
+    assert result["calibration"]["examples"] == 300
