@@ -65,12 +65,15 @@ def _after_a_training_step(benchmark, setup, fn) -> None:
                        warmup_rounds=5)
 
 
-@pytest.mark.parametrize("update", ["full", "movement"])
+@pytest.mark.parametrize("update", ["full", "movement", "full-without-movement"])
 @pytest.mark.parametrize("backend", ["dispatched", "torch"])
 def test_proxy_update(benchmark, setup, backend, update):
     """``full``: all three sums (every ``proxy_every``-th step); ``movement``: movement
-    alone (the steps in between)."""
+    alone (the steps in between); ``full-without-movement``: fisher and reset, the only
+    update of a search built with ``movement=False``."""
     name, model, search, *_ = setup
+    if update == "full-without-movement":
+        search = TicketSearch(model, fraction=0.05, variants=0, movement=False)
     ops = select_backend(DEVICE) if backend == "dispatched" else reference
     params = dict(model.named_parameters())
     benchmark.group = name
@@ -78,13 +81,17 @@ def test_proxy_update(benchmark, setup, backend, update):
 
     def update_once():
         with torch.no_grad():
-            search.proxies.update(ops, params, search.reset_values(), full=update == "full")
+            search.proxies.update(ops, params, search.reset_values(),
+                                  full=update != "movement")
         _sync()
     _after_a_training_step(benchmark, setup, update_once)
 
 
-def test_search_step_without_variants(benchmark, setup):
-    name, _, search, _, x, y = setup
+@pytest.mark.parametrize("movement", [True, False])
+def test_search_step_without_variants(benchmark, setup, movement):
+    name, model, search, _, x, y = setup
+    if not movement:
+        search = TicketSearch(model, fraction=0.05, variants=0, movement=False)
     benchmark.group = name
 
     def step():

@@ -1,6 +1,6 @@
 """The search's share of a real training loop: MNIST batches, an Adam step, then
-``TicketSearch.step``, for each model, batch size, ``proxy_every``, K and
-``regression_every``. Reports milliseconds per step of the training step, of
+``TicketSearch.step``, for each model, batch size, ``proxy_every``, movement collected
+or not, K and ``regression_every``. Reports milliseconds per step of the training step, of
 ``search.step`` (its ``search_seconds``) and of ``Proxies.update`` inside it (timed by a
 wrapper).
 
@@ -18,19 +18,22 @@ import bingo
 from bingo.data import batches, load_dataset
 from bingo.models import build_model
 
-# model, batch, proxy_every, K, regression_every
-CASES = [("lenet300", 64, 1, 0, 0), ("lenet300", 64, 2, 0, 0), ("lenet300", 64, 3, 0, 0),
-         ("lenet300", 256, 1, 0, 0), ("paper-mlp", 64, 1, 0, 0), ("paper-mlp", 64, 2, 0, 0),
-         ("paper-mlp", 64, 3, 0, 0), ("paper-mlp", 256, 1, 0, 0),
-         ("convnet", 64, 1, 0, 0), ("lenet300", 64, 1, 8, 0), ("lenet300", 64, 1, 8, 1)]
+# model, batch, proxy_every, K, regression_every, movement
+CASES = [("lenet300", 64, 1, 0, 0, True), ("lenet300", 64, 2, 0, 0, True),
+         ("lenet300", 64, 3, 0, 0, True), ("lenet300", 64, 3, 0, 0, False),
+         ("lenet300", 256, 1, 0, 0, True), ("paper-mlp", 64, 1, 0, 0, True),
+         ("paper-mlp", 64, 2, 0, 0, True), ("paper-mlp", 64, 3, 0, 0, True),
+         ("paper-mlp", 64, 3, 0, 0, False), ("paper-mlp", 256, 1, 0, 0, True),
+         ("convnet", 64, 1, 0, 0, True), ("convnet", 64, 3, 0, 0, True),
+         ("lenet300", 64, 1, 8, 0, True), ("lenet300", 64, 1, 8, 1, True)]
 
 
 def run(data, model_name: str, batch: int, every: int, variants: int, regression: int,
-        steps: int) -> dict:
+        movement: bool, steps: int) -> dict:
     torch.manual_seed(0)
     model = build_model(model_name)
     search = bingo.TicketSearch(model, variants=variants, proxy_every=every,
-                                regression_every=regression)
+                                regression_every=regression, movement=movement)
     spent = {"proxies": 0.0}
     update = search.proxies.update
 
@@ -62,12 +65,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     args = parser.parse_args()
     data = load_dataset("mnist", args.data_dir)
-    print("| model | batch | proxy_every | K | regression_every | training step, ms | "
-          "`search.step`, ms | share | proxies, ms | share |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for model_name, batch, every, variants, regression in CASES:
-        r = run(data, model_name, batch, every, variants, regression, args.steps)
-        print(f"| {model_name} | {batch} | {every} | {variants} | {regression} | "
+    print("| model | batch | proxy_every | movement | K | regression_every | "
+          "training step, ms | `search.step`, ms | share | proxies, ms | share |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for model_name, batch, every, variants, regression, movement in CASES:
+        r = run(data, model_name, batch, every, variants, regression, movement, args.steps)
+        print(f"| {model_name} | {batch} | {every} | {'yes' if movement else 'no'} | "
+              f"{variants} | {regression} | "
               f"{r['train']:.2f} | {r['step']:.3f} | "
               f"{100 * r['step'] / r['train']:.1f}% | {r['proxies']:.3f} | "
               f"{100 * r['proxies'] / r['train']:.1f}% |", flush=True)

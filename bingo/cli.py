@@ -85,6 +85,10 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
                    help="fold the gradients into the fisher and reset proxies every n training "
                         "steps (movement: every step) "
                         "(default %(default)s)")
+    p.add_argument("--movement", action=argparse.BooleanOptionalAction, default=d.movement,
+                   help="collect the movement proxy, a pass over every weight on every "
+                        "training step (--no-movement: about a third of the proxies' cost; "
+                        "the calibrated estimator then chooses among the other proxies)")
     p.add_argument("--regression-every", type=_count, default=d.regression_every,
                    help="fit the regression estimator on the searches of every n-th step "
                         "(0: off; needed by --estimator regression)")

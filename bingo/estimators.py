@@ -99,6 +99,10 @@ def estimate(search: "TicketSearch", name: str = DEFAULT_ESTIMATOR, *,
     if name in ("calibrated", "budgeted"):
         return _calibrated(search, sparsity or DEFAULT_CALIBRATION_SPARSITY,
                            swaps=name == "calibrated")
+    if "movement" in name and not search.proxies.movement:
+        raise ValueError(f"the {name} estimator reads the movement proxy, which this search "
+                         f"did not collect: build the TicketSearch with movement=True (the "
+                         f"default; bingo: drop --no-movement)")
     return _candidates(search, [name])[name]
 
 
@@ -108,20 +112,30 @@ def _weights(search: "TicketSearch") -> Scores:
     return {t.name: params[t.name].detach() for t in search.targets}
 
 
+def available(search: "TicketSearch") -> tuple:
+    """The single proxies and mixtures ``search`` can score (movement only if collected):
+    the candidates of the budgeted and calibrated estimators."""
+    return tuple(n for n in PROXY_ESTIMATORS + MIXTURES
+                 if "movement" not in n or search.proxies.movement)
+
+
 def proxy_scores(search: "TicketSearch") -> Dict[str, Scores]:
-    """The four single-proxy estimators, float32 and shaped like the weights."""
+    """The single-proxy estimators (movement only if collected), float32 and shaped like
+    the weights."""
     if search.proxies.steps == 0 and search.step_count > 0:
         raise ValueError("the gradient proxies saw no step: call search.step() after "
                          "loss.backward() and optimizer.step(), before zero_grad()")
     weights = _weights(search)
-    out: Dict[str, Scores] = {k: {} for k in PROXY_ESTIMATORS}
+    kinds = [k for k in PROXY_ESTIMATORS if k != "movement" or search.proxies.movement]
+    out: Dict[str, Scores] = {k: {} for k in kinds}
     for i, t in enumerate(search.targets):
         w = weights[t.name].float()
         sums = search.proxies.sums[i]
         out["magnitude"][t.name] = w.abs()
         out["fisher"][t.name] = 0.5 * search.proxies.mean_fisher(i).float().to(w.device) * w * w
         out["reset"][t.name] = sums["reset"].float().to(w.device)
-        out["movement"][t.name] = sums["movement"].float().to(w.device)
+        if "movement" in sums:
+            out["movement"][t.name] = sums["movement"].float().to(w.device)
     return out
 
 
@@ -256,7 +270,7 @@ def _calibrated(search: "TicketSearch", sparsity: float, swaps: bool) -> Scores:
     meter = _Meter(search)
     report = Calibration(sparsity, len(meter.labels))
     best_name, best_loss, best = "", float("inf"), None
-    for name, scores in _candidates(search, PROXY_ESTIMATORS + MIXTURES).items():
+    for name, scores in _candidates(search, available(search)).items():
         pruned, value = balance_budgets(meter, scores, sparsity)
         report.losses[name] = value
         report.budgets[name] = {n: pruned[n] / scores[n].numel() for n in pruned}

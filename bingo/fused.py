@@ -9,7 +9,7 @@ For the elementwise proxy ops, ``foreach``: which targets a fused kernel may tak
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import torch
 
@@ -47,24 +47,26 @@ def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
                       plan.threshold, damages)
 
 
-def foreach(lists: Sequence[Sequence[torch.Tensor]], *scalars: float,
+def foreach(lists: Sequence[Optional[Sequence[torch.Tensor]]], *scalars: Any,
             kernel: Callable[..., None], reference_op: Callable[..., None],
             device_type: str, addresses: bool = False) -> None:
     """An elementwise foreach op (``proxy_update``, ``movement_update``): ``lists`` holds one
-    list per operand, one entry per target. Targets whose tensors are all contiguous
-    float32 of one size on ``device_type`` go to the backend's fused ``kernel``, the
-    others to ``reference_op`` (same arguments: one list per operand). With
-    ``addresses`` the kernel takes (sizes, every fast target's data addresses in operand
-    order, scalars) instead of tensors, gathered in the same pass as the checks.
+    list per operand, one entry per target (None: an operand the op leaves out, passed on
+    as None). Targets whose tensors are all contiguous float32 of one size on
+    ``device_type`` go to the backend's fused ``kernel``, the others to ``reference_op``
+    (same arguments: one list per operand). With ``addresses`` the kernel takes (sizes,
+    every fast target's data addresses in operand order, scalars) instead of tensors,
+    gathered in the same pass as the checks.
 
     This runs on every training step, right after the step has pushed Python's code and
     data out of the CPU caches, where each tensor attribute read costs ~1 us: so one
     pass, a few reads per tensor."""
     f32, cpu = torch.float32, device_type == "cpu"
+    present = [i for i, operand in enumerate(lists) if operand is not None]
     sizes: List[int] = []
     fast: List[Any] = []
     slow: List[Sequence[torch.Tensor]] = []
-    for tensors in zip(*lists, strict=True):
+    for tensors in zip(*(lists[i] for i in present), strict=True):
         n = tensors[0].numel()
         for x in tensors:
             if (x.dtype is not f32 or not x.is_contiguous() or x.numel() != n
@@ -77,10 +79,16 @@ def foreach(lists: Sequence[Sequence[torch.Tensor]], *scalars: float,
                 fast.extend([x.data_ptr() for x in tensors])
             else:
                 fast.append(tensors)
+
+    def operands(rows: List[Sequence[torch.Tensor]]) -> List[Optional[List[torch.Tensor]]]:
+        out: List[Optional[List[torch.Tensor]]] = [None] * len(lists)
+        for i, column in zip(present, zip(*rows)):
+            out[i] = list(column)
+        return out
     if slow:
-        reference_op(*(list(column) for column in zip(*slow)), *scalars)
+        reference_op(*operands(slow), *scalars)
     if sizes:
         if addresses:
             kernel(sizes, fast, *scalars)
         else:
-            kernel(*(list(column) for column in zip(*fast)), *scalars)
+            kernel(*operands(fast), *scalars)

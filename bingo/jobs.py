@@ -44,6 +44,7 @@ class RunSetup:
     rule: str = "paper"
     reset_to: str = "init"
     proxy_every: int = DEFAULT_PROXY_EVERY  # fisher, reset every n steps; movement always
+    movement: bool = True              # collect the movement proxy (its pass every step)
     regression_every: int = 0          # feed bingo.regression every n steps (0: off)
     calibration: int = DEFAULT_CALIBRATION  # recent training examples kept (calibrated, units)
     estimator: str = "calibrated"  # how the search's evidence becomes scores (bingo.estimators)
@@ -67,7 +68,8 @@ class RunSetup:
         knobs = dict(fraction=self.fraction, variants=self.variants_for(estimators),
                      metric=self.metric, granularity=self.granularity, rule=self.rule,
                      seed=self.seed, reset_to=self.reset_to, proxy_every=self.proxy_every,
-                     regression_every=self.regression_every, calibration=self.calibration)
+                     regression_every=self.regression_every, calibration=self.calibration,
+                     movement=self.movement)
         return TicketSearch(model, **{**knobs, **overrides})
 
     def check_estimators(self, estimators: Sequence[str]) -> None:
@@ -76,6 +78,10 @@ class RunSetup:
         if starved:
             raise ValueError(f"the {starved[0]} estimator reads the random-subset searches, and "
                              f"--variants 0 runs none: give --variants K (K >= 1; 8 if omitted)")
+        moving = [e for e in estimators if "movement" in e]
+        if moving and not self.movement:
+            raise ValueError(f"the {moving[0]} estimator reads the movement proxy, and "
+                             f"--no-movement does not collect it: drop --no-movement")
         measured = [e for e in estimators if e in MEASURING_ESTIMATORS]
         if measured and self.calibration == 0:
             raise ValueError(f"the {measured[0]} estimator measures masks on the most recent "
@@ -111,7 +117,8 @@ class PruneJob(RunSetup):
         return (f"bingo_{self.model}_{self.dataset}_e{self.epochs}_"
                 f"k{self.variants_for([self.estimator])}_"
                 f"p{self.fraction}_{self.metric}_{self.granularity}_{self.rule}_{self.reset_to}_"
-                f"{self.estimator}_r{self.regression_every}_{goal}_seed{self.seed}")
+                f"{self.estimator}{'' if self.movement else '_nomove'}_r{self.regression_every}_"
+                f"{goal}_seed{self.seed}")
 
 
 def environment() -> Dict[str, Any]:

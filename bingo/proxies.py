@@ -36,38 +36,45 @@ DEFAULT_PROXY_EVERY = 3
 
 
 class Proxies:
-    """The three running sums for every target, and how many steps fed fisher and reset
-    (``steps``; movement sums every step). ``columns[k]`` holds proxy k's sums in target
-    order (what the backend ops take); ``sums[i]`` is target i's three as a dict."""
+    """The running sums for every target, and how many steps fed fisher and reset
+    (``steps``; movement sums every step). ``kinds``: the proxies collected (all three,
+    or fisher and reset with ``movement=False``, which skips the every-step pass);
+    ``columns[k]`` holds proxy k's sums in target order (what the backend ops take);
+    ``sums[i]`` is target i's as a dict."""
 
     def __init__(self, targets: Sequence[Target], like: Mapping[str, torch.Tensor],
-                 decay: float = 1.0):
+                 decay: float = 1.0, movement: bool = True):
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"proxy decay must lie in (0, 1] (1 = plain sums), got {decay}")
         self.targets = list(targets)
         self.decay = float(decay)
+        self.movement = bool(movement)
+        self.kinds = PROXIES if self.movement else ("fisher", "reset")
         self.steps = 0
         self._names = [t.name for t in self.targets]
         self.columns: Dict[str, List[torch.Tensor]] = {
             k: [torch.zeros(t.shape, dtype=_state_dtype(like[t.name]),
                             device=like[t.name].device) for t in self.targets]
-            for k in PROXIES}
+            for k in self.kinds}
         self._dtypes = [f.dtype for f in self.columns["fisher"]]
         self._devices = [f.device for f in self.columns["fisher"]]
         self._warned = False
 
     @property
     def sums(self) -> List[Dict[str, torch.Tensor]]:
-        """Per target, its three sums by name (views of ``columns``, not copies)."""
-        return [{k: self.columns[k][i] for k in PROXIES} for i in range(len(self.targets))]
+        """Per target, its sums by name (views of ``columns``, not copies)."""
+        return [{k: self.columns[k][i] for k in self.kinds} for i in range(len(self.targets))]
 
     def update(self, backend, params: Mapping[str, torch.Tensor],
                reset_to: Mapping[str, torch.Tensor], full: bool = True) -> bool:
-        """Fold the gradients now in ``.grad`` into the sums (all three when ``full``,
-        movement alone otherwise); False (with one warning) when a target has no gradient
-        (``step`` called without a backward pass before it). Runs on every training step,
-        so the common case (weights of the sums' dtype and device) is a few attribute
-        reads per target; the backend op checks its operands."""
+        """Fold the gradients now in ``.grad`` into the sums (all of them when ``full``,
+        movement alone otherwise, nothing without movement); False (with one warning)
+        when a target has no gradient (``step`` called without a backward pass before
+        it). Runs on every training step, so the common case (weights of the sums' dtype
+        and device) is a few attribute reads per target; the backend op checks its
+        operands."""
+        if not (full or self.movement):
+            return True
         weights = [params[n] for n in self._names]
         grads = [w.grad for w in weights]
         if any(g is None for g in grads):
@@ -89,10 +96,10 @@ class Proxies:
         if full:  # the reset target is read by the full update only
             targets = [r if r.dtype is dtype else r.to(dtype)
                        for r, dtype in zip((reset_to[n] for n in self._names), self._dtypes)]
-            backend.proxy_update(c["fisher"], c["reset"], c["movement"], grads, weights,
+            backend.proxy_update(c["fisher"], c["reset"], c.get("movement"), grads, weights,
                                  targets, self.decay)
             self.steps += 1
-        else:
+        elif self.movement:
             backend.movement_update(c["movement"], grads, weights)
         return True
 
@@ -102,7 +109,7 @@ class Proxies:
         out_w, out_g = [], []
         for i, (w, g) in enumerate(zip(weights, grads)):
             if self._devices[i] != w.device:
-                for k in PROXIES:
+                for k in self.kinds:
                     self.columns[k][i] = self.columns[k][i].to(w.device)
                 self._devices[i] = w.device
             dtype = self._dtypes[i]
@@ -127,7 +134,7 @@ class Proxies:
     def load_state_dict(self, state: Mapping) -> None:
         self.decay, self.steps = float(state["decay"]), int(state["steps"])
         for i, saved in enumerate(state["sums"]):
-            for k in PROXIES:
+            for k in self.kinds:
                 self.columns[k][i].copy_(saved[k])
 
 

@@ -184,16 +184,18 @@ def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
 
 
 def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
-                 movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
+                 movement: Optional[Sequence[torch.Tensor]], grad: Sequence[torch.Tensor],
                  weight: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
                  decay: float) -> None:
     """One step's proxies for a list of tensors (one entry per target, like torch's
     ``_foreach`` ops), in place: fisher <- decay * fisher + g², reset += |g (target - w)|,
-    movement -= g w (``target``: what a search resets to, the initial values or zeros)."""
-    for f, r, m, g, w, t in zip(fisher, reset, movement, grad, weight, target, strict=True):
+    movement -= g w (``target``: what a search resets to, the initial values or zeros;
+    ``movement`` None: a search that does not collect it)."""
+    for i, (f, r, g, w, t) in enumerate(zip(fisher, reset, grad, weight, target, strict=True)):
         f.mul_(decay).addcmul_(g, g)
         r.add_(torch.abs(g * (t - w)))
-        m.sub_(g * w)
+        if movement is not None:
+            movement[i].sub_(g * w)
 
 
 def movement_update(movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],

@@ -100,8 +100,11 @@ class TicketSearch:
         proxy_decay: the Fisher proxy's decay per step (1: a plain sum).
         proxy_every: fold the gradients into the fisher and reset proxies every this many
             steps (default 3; movement, a signed sum that needs consecutive steps, is
-            folded in every step): the full update costs 8-11% of an MLP's training step
-            on CPU, movement alone a third of that (bench/README.md, docs/results.md).
+            folded in every step): on a 2-core CPU the full update costs 9-13% of an MLP's
+            training step, movement alone half of that (bench/README.md, docs/results.md).
+        movement: collect the movement proxy (default True). False skips its pass on
+            every step (the proxies then cost ~a third as much); the "movement" and
+            "mag+movement" estimators refuse, and "calibrated" chooses among the others.
         calibration: how many of the most recent training examples to keep for the
             calibrated estimator (0 keeps none).
         regression_every: every this many steps, add the step's variants to the
@@ -116,7 +119,7 @@ class TicketSearch:
                  exclude: Optional[Sequence[str] | str] = None,
                  loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
                  reset_to: str = "init", proxy_decay: float = 1.0,
-                 proxy_every: int = DEFAULT_PROXY_EVERY,
+                 proxy_every: int = DEFAULT_PROXY_EVERY, movement: bool = True,
                  calibration: int = DEFAULT_CALIBRATION, regression_every: int = 0):
         if isinstance(variants, bool) or not isinstance(variants, int) or variants < 0:
             raise ValueError(f"variants must be an integer >= 0 (subsets evaluated per step; "
@@ -160,7 +163,7 @@ class TicketSearch:
                 self._initial[t.bias_name] = params[t.bias_name].detach().clone()
         self._paths = {name: (tuple(name.split(".")[:-1]), name.split(".")[-1])
                        for name in self._initial}  # for _parameters()
-        self.proxies = Proxies(self.targets, params, proxy_decay)
+        self.proxies = Proxies(self.targets, params, proxy_decay, movement=movement)
         self.regression = SubsetRegression(self.targets)  # fed at weight granularity, K >= 2
         self._zeros: Optional[Dict[str, torch.Tensor]] = None  # reset_values() for "zero"
         self._calibration = CalibrationBuffer(calibration)  # the most recent examples
@@ -192,7 +195,8 @@ class TicketSearch:
             "variants": self.variants, "metric": self.metric,
             "granularity": self.granularity, "rule": self.rule.name, "seed": self.seed,
             "targets": [t.name for t in self.targets], "reset_to": self.reset_to,
-            "proxy_every": self.proxy_every, "regression_every": self.regression_every,
+            "proxy_every": self.proxy_every, "movement": self.proxies.movement,
+            "regression_every": self.regression_every,
         }
 
     def plan(self, step: int) -> SearchPlan:
@@ -264,11 +268,14 @@ class TicketSearch:
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> SearchRecord:
         """Run one search on this batch (call it after ``optimizer.step()``)."""
         start = time.perf_counter()
+        full = self.step_count % self.proxy_every == 0  # fisher and reset this step
+        before, after, changes = float("nan"), [], []
+        if not (self.variants or full or self.proxies.movement):  # nothing to read now
+            return self._close_step(inputs, targets, before, after, start)
         params = self._parameters()
         current = self._current(params)
         backend = select_backend(current[self.targets[0].name].device)
         reset = self.reset_values()  # after _current: it may move the initial values
-        before, after, changes = float("nan"), [], []
         if self.variants:
             plan = self.plan(self.step_count)
             devices = [p.device for p in current.values()]
@@ -284,14 +291,18 @@ class TicketSearch:
             for c in changes:
                 self.totals.add(c)
         with torch.no_grad():  # fisher and reset every proxy_every steps, movement always
-            self.proxies.update(backend, params, reset,
-                                full=self.step_count % self.proxy_every == 0)
+            self.proxies.update(backend, params, reset, full=full)
         if (self.regression_every and self.step_count % self.regression_every == 0
                 and len(changes) >= 2 and self.granularity == "weight"):
             with torch.no_grad():
                 feats = [features(self.proxies, i, current[t.name], reset[t.name],
                                   params[t.name].grad) for i, t in enumerate(self.targets)]
                 self.regression.observe(backend, plan, self.targets, feats, changes)
+        return self._close_step(inputs, targets, before, after, start)
+
+    def _close_step(self, inputs: torch.Tensor, targets: torch.Tensor, before: float,
+                    after: Sequence[float], start: float) -> SearchRecord:
+        """Keep the batch for calibration, record the step, count it and its time."""
         self._calibration.add(inputs, targets)
         record = SearchRecord(self.step_count, before, list(after))
         self.history.append(record)
@@ -373,7 +384,7 @@ class TicketSearch:
         if fmt not in (STATE_FORMAT, _SAME_AT_EVERY_STEP):
             raise ValueError(f"not a TicketSearch state of this version (format "
                              f"{fmt!r}, expected {STATE_FORMAT!r})")
-        mine, theirs = self.config(), state["config"]
+        mine, theirs = self.config(), {"movement": True, **state["config"]}  # format 3: on
         diff = sorted(k for k in mine if mine[k] != theirs.get(k))
         if diff:
             details = ", ".join(f"{k}: saved {theirs.get(k)!r} vs here {mine[k]!r}" for k in diff)

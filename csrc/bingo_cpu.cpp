@@ -244,10 +244,11 @@ void accumulate_sum_count(py::array damage_sum, py::array count, uint64_t seed, 
 }
 
 // One training step's per-weight proxies (bingo.proxies) for elements [lo, hi), in place,
-// one pass over memory: fisher <- decay * fisher + g^2, reset += |g (target - w)|,
-// movement -= g w. Restrict-qualified and simd so that it runs in vector lanes on every
-// path (the serial branch of an `omp parallel for simd if` stayed scalar: 2 ns per
-// element against 0.6).
+// one pass over memory: fisher <- decay * fisher + g^2, reset += |g (target - w)|, and
+// with Movement, movement -= g w (a search may leave movement out: m is then unused).
+// Restrict-qualified and simd so that it runs in vector lanes on every path (the serial
+// branch of an `omp parallel for simd if` stayed scalar: 2 ns per element against 0.6).
+template <bool Movement>
 static inline void proxy_block(float* __restrict__ f, float* __restrict__ r,
                                float* __restrict__ m, const float* __restrict__ g,
                                const float* __restrict__ w, const float* __restrict__ t,
@@ -257,7 +258,7 @@ static inline void proxy_block(float* __restrict__ f, float* __restrict__ r,
         const float gi = g[i], wi = w[i];
         f[i] = f[i] * d + gi * gi;
         r[i] += std::fabs(gi * (t[i] - wi));
-        m[i] -= gi * wi;
+        if constexpr (Movement) m[i] -= gi * wi;
     }
 }
 
@@ -298,16 +299,24 @@ static void foreach_chunk(const char* name, const std::vector<int64_t>& sizes,
 
 static inline float* f32(uintptr_t address) { return reinterpret_cast<float*>(address); }
 
-// The proxies of one step over every target: six addresses per target (fisher, reset,
-// movement written in place; grad, weight, target read).
+// The proxies of one step over every target: per target six addresses (fisher, reset,
+// movement written in place; grad, weight, target read), or five without movement.
 void proxy_update(const std::vector<int64_t>& sizes, const std::vector<uintptr_t>& addresses,
-                  double decay) {
+                  double decay, bool movement) {
     const float d = static_cast<float>(decay);
-    foreach_chunk("proxy_update", sizes, addresses, 6,
-                  [d](const uintptr_t* a, int64_t lo, int64_t hi) {
-                      proxy_block(f32(a[0]), f32(a[1]), f32(a[2]), f32(a[3]), f32(a[4]),
-                                  f32(a[5]), d, lo, hi);
-                  });
+    if (movement) {
+        foreach_chunk("proxy_update", sizes, addresses, 6,
+                      [d](const uintptr_t* a, int64_t lo, int64_t hi) {
+                          proxy_block<true>(f32(a[0]), f32(a[1]), f32(a[2]), f32(a[3]),
+                                            f32(a[4]), f32(a[5]), d, lo, hi);
+                      });
+    } else {
+        foreach_chunk("proxy_update", sizes, addresses, 5,
+                      [d](const uintptr_t* a, int64_t lo, int64_t hi) {
+                          proxy_block<false>(f32(a[0]), f32(a[1]), nullptr, f32(a[2]),
+                                             f32(a[3]), f32(a[4]), d, lo, hi);
+                      });
+    }
 }
 
 // Movement alone over every target: three addresses per target (movement written in
@@ -478,6 +487,6 @@ PYBIND11_MODULE(_cpu, m) {
           py::arg("seed"), py::arg("step"), py::arg("start"), py::arg("threshold"),
           py::arg("damages"));
     m.def("proxy_update", &proxy_update, py::arg("sizes"), py::arg("addresses"),
-          py::arg("decay"));
+          py::arg("decay"), py::arg("movement") = true);
     m.def("movement_update", &movement_update, py::arg("sizes"), py::arg("addresses"));
 }

@@ -9,7 +9,9 @@ results.json and results.md under --out/<model>_<optimizer>/); the summary table
 
 ``--estimators calibrated --proxy-every 1`` reruns only the default with the fisher and
 reset proxies from every step (movement always is; the library's default is every 3rd);
-no random-subset searches are then needed: K = 0.
+no random-subset searches are then needed: K = 0. ``--estimators calibrated
+--no-movement`` measures the default without the movement proxy (its every-step pass
+skipped).
 """
 import argparse
 import json
@@ -39,6 +41,9 @@ def main() -> None:
     parser.add_argument("--proxy-every", type=int, default=DEFAULT_PROXY_EVERY,
                         help="fold the gradients into the proxies every n steps "
                              f"(default {DEFAULT_PROXY_EVERY}, the library's)")
+    parser.add_argument("--movement", action=argparse.BooleanOptionalAction, default=True,
+                        help="collect the movement proxy (--no-movement: the cheaper search; "
+                             "give --estimators without movement and its mixture)")
     parser.add_argument("--table-only", action="store_true",
                         help="rewrite matrix.md from --out/matrix.json without running")
     args = parser.parse_args()
@@ -55,7 +60,8 @@ def main() -> None:
             job = CompareJob(model=model, optimizer=opt, lr=OPTIMIZERS[opt], epochs=args.epochs,
                              data_dir=args.data_dir, methods=methods, sparsities=SPARSITIES,
                              regression_every=REGRESSION_EVERY if "regression" in chosen else 0,
-                             proxy_every=args.proxy_every, seed=args.seed)
+                             proxy_every=args.proxy_every, movement=args.movement,
+                             seed=args.seed)
             results = run_compare(job, progress=False)
             write_outputs(results, args.out / f"{model}_{opt}")
             cells[f"{model}_{opt}"] = results

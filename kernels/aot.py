@@ -45,10 +45,12 @@ def _variants():
     yield ("accumulate_sum_count", accumulate.accumulate_sum_count_kernel,
            dict(sum_ptr="*fp32", count_ptr="*fp32", damages_ptr="*fp32", n="i32", K="i32",
                 **_NO_VARIANT, BLOCK_G="constexpr"), dict(BLOCK_G=64))
-    yield ("proxy_update", proxies.proxy_update_kernel,
-           dict(fisher_ptr="*fp32", reset_ptr="*fp32", movement_ptr="*fp32", grad_ptr="*fp32",
-                weight_ptr="*fp32", target_ptr="*fp32", n="i32", decay="fp32",
-                BLOCK="constexpr"), dict(BLOCK=1024))
+    for moving in (True, False):
+        yield (f"proxy_update[movement={moving}]", proxies.proxy_update_kernel,
+               dict(fisher_ptr="*fp32", reset_ptr="*fp32", movement_ptr="*fp32",
+                    grad_ptr="*fp32", weight_ptr="*fp32", target_ptr="*fp32", n="i32",
+                    decay="fp32", MOVEMENT="constexpr", BLOCK="constexpr"),
+               dict(MOVEMENT=moving, BLOCK=1024))
     yield ("movement_update", proxies.movement_update_kernel,
            dict(movement_ptr="*fp32", grad_ptr="*fp32", weight_ptr="*fp32", n="i32",
                 BLOCK="constexpr"), dict(BLOCK=1024))

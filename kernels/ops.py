@@ -86,10 +86,11 @@ def accumulate(plan: SearchPlan, targets: Sequence[Target], rule: Rule,
 
 
 def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
-                 movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
+                 movement: Optional[Sequence[torch.Tensor]], grad: Sequence[torch.Tensor],
                  weight: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
                  decay: float) -> None:
-    """One launch per target for the three proxies (contiguous float32; else the reference)."""
+    """One launch per target for the proxies (contiguous float32; else the reference);
+    ``movement`` None leaves that sum out."""
     if fisher:
         fused.foreach((fisher, reset, movement, grad, weight, target), decay,
                       kernel=_proxies.proxy_update, reference_op=reference.proxy_update,

@@ -103,3 +103,17 @@ def test_calibration_examples_are_a_knob(data_dir, tmp_path):
     result = json.loads(out.read_text())
     assert result["config"]["calibration"] == 300
     assert result["calibration"]["examples"] == 300
+
+
+def test_no_movement_is_a_knob_refused_for_the_estimators_that_read_it():
+    from bingo.compare import CompareJob
+    from bingo.jobs import PruneJob
+    with pytest.raises(ValueError, match="--no-movement does not collect it"):
+        PruneJob(movement=False).check_estimators(["mag+movement"])
+    with pytest.raises(ValueError, match="the movement estimator reads the movement proxy"):
+        CompareJob(methods=["magnitude", "bingo:movement"], movement=False).validate()
+    PruneJob(movement=False).check_estimators(["calibrated"])  # chooses among the others
+    job = PruneJob(movement=False)
+    assert "_nomove_" in job.name and "_nomove_" not in PruneJob().name
+    from bingo.models import build_model
+    assert job.make_search(build_model("paper-mlp")).proxies.kinds == ("fisher", "reset")

@@ -34,27 +34,35 @@ def _proxy_inputs(shapes, seed, device="cpu", dtypes=None):
 
 
 def _check_proxy_backend(backend, shapes, seed, device="cpu", dtypes=None):
-    """The backend's ``proxy_update`` (all three sums) and ``movement_update`` (movement
-    alone: operands 2, 3, 4) against the reference, twice so that the sums carry over."""
+    """The backend's ``proxy_update`` (all three sums; and without movement, passed as
+    None) and ``movement_update`` (movement alone: operands 2, 3, 4) against the
+    reference, twice so that the sums carry over."""
     decay = 0.5 + (seed % 1000) / 2000
-    # name: (operands of _proxy_inputs, scalars, how many of them are written)
-    ops = {"proxy_update": (range(6), (decay,), 3), "movement_update": ((2, 3, 4), (), 1)}
-    for name, (operands, scalars, written) in ops.items():
+    # (op, operands of _proxy_inputs (None: left out), scalars, which of them are written)
+    cases = [("proxy_update", (0, 1, 2, 3, 4, 5), (decay,), (0, 1, 2)),
+             ("proxy_update", (0, 1, None, 3, 4, 5), (decay,), (0, 1)),
+             ("movement_update", (2, 3, 4), (), (0,))]
+    for name, operands, scalars, written in cases:
         inputs = _proxy_inputs(shapes, seed, device, dtypes)
-        mine = [inputs[k] for k in operands]
-        ref = [[x.cpu().clone() for x in column] for column in mine]
+        mine = [None if k is None else inputs[k] for k in operands]
+        ref = [None if c is None else [x.cpu().clone() for x in c] for c in mine]
         for _ in range(2):
             getattr(backend, name)(*mine, *scalars)
             getattr(reference, name)(*ref, *scalars)
         originals = _proxy_inputs(shapes, seed, dtypes=dtypes)
-        before = [originals[k] for k in operands]
-        for k in range(written):
-            for got, want, old in zip(mine[k], ref[k], before[k]):
-                torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=1e-6)
-                assert not torch.equal(want, old), name  # the update did something
-        for k in range(written, len(operands)):
-            for got, old in zip(mine[k], before[k]):
-                assert torch.equal(got.cpu(), old), name
+        for j, k in enumerate(operands):
+            if k is None:
+                continue
+            for got, want, old in zip(mine[j], ref[j], originals[k]):
+                if j in written:
+                    torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=1e-6)
+                    assert not torch.equal(want, old), name  # the update did something
+                else:
+                    assert torch.equal(got.cpu(), old), name
+        untouched = [k for k in range(6) if k not in operands]  # e.g. movement left out
+        for k in untouched:
+            for got, old in zip(inputs[k], originals[k]):
+                assert torch.equal(got.cpu(), old), (name, k)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -182,6 +190,46 @@ def test_proxy_every_samples_fisher_and_reset_and_keeps_movement_every_step(mnis
     assert not torch.equal(sums["fisher"], every.proxies.sums[0]["fisher"])
     with pytest.raises(ValueError, match="proxy_every must be an integer >= 1"):
         bingo.TicketSearch(model, fraction=0.1, variants=1, proxy_every=0)
+
+
+def test_without_movement_the_sampled_proxies_are_the_same_and_movement_is_refused(
+        mnist, fresh_seed):
+    """movement=False skips the every-step pass: fisher and reset equal a search that
+    collects movement too; movement estimators refuse; calibrated chooses among the rest."""
+    torch.manual_seed(fresh_seed)
+    model = mlp([784, 19, 10])
+    both = bingo.TicketSearch(model, variants=0, calibration=256)
+    still = bingo.TicketSearch(model, variants=0, calibration=256, movement=False)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for i, (x, y) in enumerate(batches(mnist.train, 64, torch.Generator().manual_seed(fresh_seed))):
+        if i == 7:
+            break
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        both.step(x, y)
+        still.step(x, y)
+    assert still.proxies.steps == both.proxies.steps == 3 and still.step_count == 7
+    for mine, theirs in zip(still.proxies.sums, both.proxies.sums):
+        assert set(mine) == {"fisher", "reset"}
+        for k in mine:
+            assert torch.equal(mine[k], theirs[k]), k
+    for name in ("movement", "mag+movement"):
+        with pytest.raises(ValueError, match="did not collect: build the TicketSearch with "
+                                             "movement=True"):
+            still.significance(name)
+    before = snapshot(model)
+    still.significance("calibrated", sparsity=0.8)
+    assert set(still.last_calibration.losses) == {"magnitude", "fisher", "reset", "mag+fisher",
+                                                  "mag+reset"}
+    assert all(torch.equal(v, before[0][k]) for k, v in snapshot(model)[0].items())
+    assert still.config()["movement"] is False
+    twin = bingo.TicketSearch(model, variants=0, calibration=256, movement=False)
+    twin.load_state_dict(still.state_dict())
+    assert torch.equal(twin.proxies.sums[0]["reset"], still.proxies.sums[0]["reset"])
+    with pytest.raises(ValueError, match="movement: saved False vs here True"):
+        bingo.TicketSearch(model, variants=0, calibration=256).load_state_dict(
+            still.state_dict())
 
 
 def test_no_variants_keeps_proxies_and_calibration_only(mnist, fresh_seed):

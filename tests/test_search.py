@@ -300,6 +300,7 @@ def test_load_refuses_a_format_3_state_that_sampled_movement(batch):
         every.step(*batch)
     state = every.state_dict()
     state["format"] = "bingo.TicketSearch/3"
+    del state["config"]["movement"]  # format 3 had no such knob: it always collected it
     twin = TicketSearch(lenet300(), fraction=0.1, variants=2, proxy_every=1)
     twin.load_state_dict(state)
     assert twin.step_count == 1
