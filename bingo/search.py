@@ -136,6 +136,9 @@ class TicketSearch:
                              f"got {calibration!r}")
         if isinstance(proxy_every, bool) or not isinstance(proxy_every, int) or proxy_every < 1:
             raise ValueError(f"proxy_every must be an integer >= 1, got {proxy_every!r}")
+        if not isinstance(movement, bool):
+            raise ValueError(f"movement must be True or False (collect the movement proxy "
+                             f"or not), got {movement!r}")
         if (isinstance(regression_every, bool) or not isinstance(regression_every, int)
                 or regression_every < 0):
             raise ValueError(f"regression_every must be an integer >= 0 (0: no regression), "

@@ -227,6 +227,8 @@ def test_without_movement_the_sampled_proxies_are_the_same_and_movement_is_refus
     twin = bingo.TicketSearch(model, variants=0, calibration=256, movement=False)
     twin.load_state_dict(still.state_dict())
     assert torch.equal(twin.proxies.sums[0]["reset"], still.proxies.sums[0]["reset"])
+    with pytest.raises(ValueError, match="movement must be True or False"):
+        bingo.TicketSearch(model, variants=0, movement="no")
     with pytest.raises(ValueError, match="movement: saved False vs here True"):
         bingo.TicketSearch(model, variants=0, calibration=256).load_state_dict(
             still.state_dict())
