@@ -87,7 +87,7 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
                         "(default %(default)s)")
     p.add_argument("--movement", action=argparse.BooleanOptionalAction, default=d.movement,
                    help="collect the movement proxy, a pass over every weight on every "
-                        "training step (--no-movement: about a third of the proxies' cost; "
+                        "training step (--no-movement: ~40%% of the proxies' cost on CPU; "
                         "the calibrated estimator then chooses among the other proxies)")
     p.add_argument("--regression-every", type=_count, default=d.regression_every,
                    help="fit the regression estimator on the searches of every n-th step "

@@ -103,7 +103,7 @@ class TicketSearch:
             folded in every step): on a 2-core CPU the full update costs 9-13% of an MLP's
             training step, movement alone half of that (bench/README.md, docs/results.md).
         movement: collect the movement proxy (default True). False skips its pass on
-            every step (the proxies then cost ~a third as much); the "movement" and
+            every step (on CPU the proxies then cost ~40% as much); the "movement" and
             "mag+movement" estimators refuse, and "calibrated" chooses among the others.
         calibration: how many of the most recent training examples to keep for the
             calibrated estimator (0 keeps none).
