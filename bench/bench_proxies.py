@@ -4,9 +4,10 @@ backward, update); right after one (untimed), the proxy update of one step as
 ``TicketSearch`` runs it
 (``Proxies.update``: every prunable weight, the dispatched backend, C++ on CPU and Triton
 on a GPU, or the PyTorch reference; the full update of every 3rd step and the movement
-update of the others); and the whole ``TicketSearch.step`` with ``variants=0`` (proxies
-plus keeping the batch for calibration), which is what a training loop pays per step
-for the default estimator without random-subset searches.
+update of the others, and the full update of a search built with ``movement=False``,
+its only one); and the whole ``TicketSearch.step`` with ``variants=0`` (proxies plus
+keeping the batch for calibration), with and without movement, which is what a training
+loop pays per step for the default estimator without random-subset searches.
 
     python -m pytest bench/bench_proxies.py --benchmark-only --benchmark-group-by=param:name
 """
