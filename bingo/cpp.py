@@ -119,13 +119,11 @@ def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
     """Every target's proxies in one OpenMP pass (float32 CPU tensors; else the reference);
     ``movement`` None leaves that sum out. The extension takes data addresses (~15 us
     saved a target against arrays), checked by ``fused.foreach``."""
-    fused.foreach((fisher, reset, movement, grad, weight, target), decay, movement is not None,
-                  kernel=_cpu.proxy_update, reference_op=_reference_proxy_update,
-                  device_type="cpu", addresses=True)
-
-
-def _reference_proxy_update(fisher, reset, movement, grad, weight, target, decay, _) -> None:
-    reference.proxy_update(fisher, reset, movement, grad, weight, target, decay)
+    moving = movement is not None  # the extension takes 6 addresses a target, or 5
+    fused.foreach((fisher, reset, movement, grad, weight, target), decay,
+                  kernel=lambda sizes, addresses, d: _cpu.proxy_update(sizes, addresses, d,
+                                                                       moving),
+                  reference_op=reference.proxy_update, device_type="cpu", addresses=True)
 
 
 def movement_update(movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],

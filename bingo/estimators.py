@@ -99,7 +99,7 @@ def estimate(search: "TicketSearch", name: str = DEFAULT_ESTIMATOR, *,
     if name in ("calibrated", "budgeted"):
         return _calibrated(search, sparsity or DEFAULT_CALIBRATION_SPARSITY,
                            swaps=name == "calibrated")
-    if "movement" in name and not search.proxies.movement:
+    if name not in available(search):  # a movement estimator, movement not collected
         raise ValueError(f"the {name} estimator reads the movement proxy, which this search "
                          f"did not collect: build the TicketSearch with movement=True (the "
                          f"default; bingo: drop --no-movement)")
@@ -126,15 +126,14 @@ def proxy_scores(search: "TicketSearch") -> Dict[str, Scores]:
         raise ValueError("the gradient proxies saw no step: call search.step() after "
                          "loss.backward() and optimizer.step(), before zero_grad()")
     weights = _weights(search)
-    kinds = [k for k in PROXY_ESTIMATORS if k != "movement" or search.proxies.movement]
-    out: Dict[str, Scores] = {k: {} for k in kinds}
+    out: Dict[str, Scores] = {k: {} for k in available(search) if k in PROXY_ESTIMATORS}
     for i, t in enumerate(search.targets):
         w = weights[t.name].float()
         sums = search.proxies.sums[i]
         out["magnitude"][t.name] = w.abs()
         out["fisher"][t.name] = 0.5 * search.proxies.mean_fisher(i).float().to(w.device) * w * w
         out["reset"][t.name] = sums["reset"].float().to(w.device)
-        if "movement" in sums:
+        if "movement" in out:
             out["movement"][t.name] = sums["movement"].float().to(w.device)
     return out
 

@@ -169,19 +169,15 @@ def test_proxy_every_samples_fisher_and_reset_and_keeps_movement_every_step(mnis
     assert default.proxy_every == DEFAULT_PROXY_EVERY == 3
     w0 = model.fc1.weight.detach().clone()
     want_fisher, want_reset = torch.zeros_like(w0), torch.zeros_like(w0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for i, (x, y) in enumerate(batches(mnist.train, 64, torch.Generator().manual_seed(fresh_seed))):
-        if i == 7:
-            break
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+
+    def observe(i, x, y):
         if i % 3 == 0:
             g, w = model.fc1.weight.grad, model.fc1.weight.detach()
-            want_fisher += g * g
-            want_reset += (g * (w0 - w)).abs()
+            want_fisher.add_(g * g)
+            want_reset.add_((g * (w0 - w)).abs())
         every.step(x, y)
         default.step(x, y)
+    train_steps(model, mnist.train, 7, seed=fresh_seed, after_step=observe)
     assert default.proxies.steps == 3 and every.proxies.steps == 7
     sums = default.proxies.sums[0]
     torch.testing.assert_close(sums["fisher"], want_fisher, rtol=1e-5, atol=1e-8)
@@ -200,15 +196,8 @@ def test_without_movement_the_sampled_proxies_are_the_same_and_movement_is_refus
     model = mlp([784, 19, 10])
     both = bingo.TicketSearch(model, variants=0, calibration=256)
     still = bingo.TicketSearch(model, variants=0, calibration=256, movement=False)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for i, (x, y) in enumerate(batches(mnist.train, 64, torch.Generator().manual_seed(fresh_seed))):
-        if i == 7:
-            break
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        both.step(x, y)
-        still.step(x, y)
+    train_steps(model, mnist.train, 7, seed=fresh_seed,
+                after_step=lambda i, x, y: (both.step(x, y), still.step(x, y)))
     assert still.proxies.steps == both.proxies.steps == 3 and still.step_count == 7
     for mine, theirs in zip(still.proxies.sums, both.proxies.sums):
         assert set(mine) == {"fisher", "reset"}

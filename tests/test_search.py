@@ -29,7 +29,9 @@ def bn_dropout_net() -> nn.Module:
         drop=nn.Dropout(0.5), jitter=Jitter(), fc2=nn.Linear(37, 10)))
 
 
-def train_steps(model, data, n, lr=1e-3, seed=0, search=None):
+def train_steps(model, data, n, lr=1e-3, seed=0, search=None, after_step=None):
+    """n Adam steps on batches of 64; then ``search.step(x, y)`` and/or
+    ``after_step(i, x, y)`` after each."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     for i, (x, y) in enumerate(batches(data, 64, gen)):
@@ -40,6 +42,8 @@ def train_steps(model, data, n, lr=1e-3, seed=0, search=None):
         opt.step()
         if search is not None:
             search.step(x, y)
+        if after_step is not None:
+            after_step(i, x, y)
     return opt
 
 
