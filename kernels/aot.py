@@ -47,13 +47,12 @@ def _variants():
                 **_NO_VARIANT, BLOCK_G="constexpr"), dict(BLOCK_G=64))
     for moving in (True, False):
         yield (f"proxy_update[movement={moving}]", proxies.proxy_update_kernel,
-               dict(fisher_ptr="*fp32", reset_ptr="*fp32", movement_ptr="*fp32",
-                    grad_ptr="*fp32", weight_ptr="*fp32", target_ptr="*fp32", n="i32",
-                    decay="fp32", MOVEMENT="constexpr", BLOCK="constexpr"),
-               dict(MOVEMENT=moving, BLOCK=1024))
+               dict(table="*i64", decay="fp32", T="constexpr", MOVEMENT="constexpr",
+                    ALIGNED="constexpr", BLOCK="constexpr"),
+               dict(T=3, MOVEMENT=moving, ALIGNED=moving, BLOCK=1024))
     yield ("movement_update", proxies.movement_update_kernel,
-           dict(movement_ptr="*fp32", grad_ptr="*fp32", weight_ptr="*fp32", n="i32",
-                BLOCK="constexpr"), dict(BLOCK=1024))
+           dict(table="*i64", T="constexpr", ALIGNED="constexpr", BLOCK="constexpr"),
+           dict(T=1, ALIGNED=True, BLOCK=1024))
 
 
 def compile_all(capability: int = 90) -> Dict[str, int]:

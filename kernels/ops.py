@@ -7,7 +7,8 @@
 * ``accumulate``: the fused update for the "paper" and "mean" rule families,
   bit-identical; other rules and non-float32 states use the reference;
 * ``proxy_update`` and ``movement_update``: the per-weight proxies of one training step
-  (all three, or movement alone), one launch per target.
+  (all three, or movement alone), one launch for every target (its addresses in a
+  device table), replayed as a CUDA graph from the second step on (kernels/proxies.py).
 
 Tensors live on a CUDA device, or on the CPU under ``TRITON_INTERPRET=1``.
 """
@@ -89,18 +90,24 @@ def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
                  movement: Optional[Sequence[torch.Tensor]], grad: Sequence[torch.Tensor],
                  weight: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
                  decay: float) -> None:
-    """One launch per target for the proxies (contiguous float32; else the reference);
+    """One launch for every target's proxies (contiguous float32; else the reference);
     ``movement`` None leaves that sum out."""
     if fisher:
+        device, moving = fisher[0].device, movement is not None
         fused.foreach((fisher, reset, movement, grad, weight, target), decay,
-                      kernel=_proxies.proxy_update, reference_op=reference.proxy_update,
-                      device_type=fisher[0].device.type)
+                      kernel=lambda sizes, addresses, d: _proxies.proxy_update(
+                          sizes, addresses, d, moving, device),
+                      reference_op=reference.proxy_update, device_type=device.type,
+                      addresses=True)
 
 
 def movement_update(movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
                     weight: Sequence[torch.Tensor]) -> None:
-    """One launch per target for the movement proxy alone (as ``proxy_update``)."""
+    """One launch for every target's movement proxy alone (as ``proxy_update``)."""
     if movement:
-        fused.foreach((movement, grad, weight), kernel=_proxies.movement_update,
-                      reference_op=reference.movement_update,
-                      device_type=movement[0].device.type)
+        device = movement[0].device
+        fused.foreach((movement, grad, weight),
+                      kernel=lambda sizes, addresses: _proxies.movement_update(
+                          sizes, addresses, device),
+                      reference_op=reference.movement_update, device_type=device.type,
+                      addresses=True)

@@ -1,11 +1,18 @@
-"""Per-weight proxies of one training step (bingo.proxies) in one elementwise launch per
-target: fisher <- decay * fisher + g², reset += |g (target - w)|, movement -= g w
+"""Per-weight proxies of one training step (bingo.proxies) in ONE elementwise launch for
+every target: fisher <- decay * fisher + g², reset += |g (target - w)|, movement -= g w
 (``proxy_update``; without movement for a search that does not collect it), or movement
 alone (``movement_update``, the steps in between).
-Each state is read and written once, the gradient, weight and target read once."""
+Each state is read and written once, the gradient, weight and target read once.
+
+These run after every training step, where a launch costs more than the arithmetic
+(a LeNet-300-100 step moves ~6 MB): one launch per target cost ~60 us each on an H100.
+So the targets' data addresses, sizes and first programs go in one int64 table on the
+device, one per set of target sizes; the launch, captured as a CUDA graph from the
+second step on, costs a graph replay (Triton's own launch path cost ~60 us of Python
+right after a training step), plus a small copy on the steps whose gradients moved."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import torch
 import triton
@@ -15,52 +22,158 @@ from .launch import elementwise_block
 
 
 @triton.jit
-def proxy_update_kernel(fisher_ptr, reset_ptr, movement_ptr, grad_ptr, weight_ptr, target_ptr,
-                        n, decay, MOVEMENT: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < n
-    g = tl.load(grad_ptr + offs, mask=inside)
-    w = tl.load(weight_ptr + offs, mask=inside)
-    t = tl.load(target_ptr + offs, mask=inside)
-    f = tl.load(fisher_ptr + offs, mask=inside)
-    r = tl.load(reset_ptr + offs, mask=inside)
-    tl.store(fisher_ptr + offs, f * decay + g * g, mask=inside)
-    tl.store(reset_ptr + offs, r + tl.abs(g * (t - w)), mask=inside)
-    if MOVEMENT:
-        m = tl.load(movement_ptr + offs, mask=inside)
-        tl.store(movement_ptr + offs, m - g * w, mask=inside)
-
-
-def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
-                 movement: Optional[Sequence[torch.Tensor]], grad: Sequence[torch.Tensor],
-                 weight: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
-                 decay: float) -> None:
-    """In place on contiguous float32 states, one launch per target; the tensors of a
-    target have the same size. ``movement`` None: that sum is left out (MOVEMENT=False,
-    the fisher tensor stands in for its unused pointer)."""
-    block = elementwise_block()
-    moving = movement is not None
-    for i, (f, r, g, w, t) in enumerate(zip(fisher, reset, grad, weight, target, strict=True)):
-        n = f.numel()
-        m = movement[i] if moving else f
-        proxy_update_kernel[(triton.cdiv(n, block),)](f, r, m, g, w, t, n, float(decay),
-                                                      MOVEMENT=moving, BLOCK=block)
+def _locate(table, T: tl.constexpr, A: tl.constexpr, ALIGNED: tl.constexpr,
+            BLOCK: tl.constexpr):
+    """This program's target j and the offsets and mask of its block. ``table``: T*A
+    addresses (target-major), then T sizes, then T first programs. ALIGNED: every size
+    is a multiple of 4 (and every address of 16 bytes), so the masked accesses can be
+    vectors of 4."""
+    pid = tl.program_id(0)
+    j = pid * 0
+    for t in tl.static_range(1, T):
+        j += (pid >= tl.load(table + T * (A + 1) + t)).to(tl.int32)
+    n = tl.load(table + T * A + j)
+    if ALIGNED:
+        n = tl.multiple_of(n, 4)
+    first = tl.load(table + T * (A + 1) + j)
+    offs = (pid - first).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return j, offs, offs < n
 
 
 @triton.jit
-def movement_update_kernel(movement_ptr, grad_ptr, weight_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < n
-    g = tl.load(grad_ptr + offs, mask=inside)
-    w = tl.load(weight_ptr + offs, mask=inside)
-    m = tl.load(movement_ptr + offs, mask=inside)
-    tl.store(movement_ptr + offs, m - g * w, mask=inside)
+def _operand(table, j, a: tl.constexpr, A: tl.constexpr, ALIGNED: tl.constexpr):
+    """Target j's a-th float32 operand (16-byte aligned where ALIGNED)."""
+    p = tl.load(table + j * A + a).to(tl.pointer_type(tl.float32))
+    if ALIGNED:
+        p = tl.multiple_of(p, 16)
+    return p
 
 
-def movement_update(movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
-                    weight: Sequence[torch.Tensor]) -> None:
-    """In place on contiguous float32 tensors of one size per target, one launch each."""
-    block = elementwise_block()
-    for m, g, w in zip(movement, grad, weight, strict=True):
-        n = m.numel()
-        movement_update_kernel[(triton.cdiv(n, block),)](m, g, w, n, BLOCK=block)
+@triton.jit
+def proxy_update_kernel(table, decay, T: tl.constexpr, MOVEMENT: tl.constexpr,
+                        ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+    A: tl.constexpr = 6 if MOVEMENT else 5  # fisher, reset, [movement,] grad, weight, target
+    j, offs, inside = _locate(table, T, A, ALIGNED, BLOCK)
+    g = tl.load(_operand(table, j, A - 3, A, ALIGNED) + offs, mask=inside)
+    w = tl.load(_operand(table, j, A - 2, A, ALIGNED) + offs, mask=inside)
+    t = tl.load(_operand(table, j, A - 1, A, ALIGNED) + offs, mask=inside)
+    fisher = _operand(table, j, 0, A, ALIGNED) + offs
+    reset = _operand(table, j, 1, A, ALIGNED) + offs
+    tl.store(fisher, tl.load(fisher, mask=inside) * decay + g * g, mask=inside)
+    tl.store(reset, tl.load(reset, mask=inside) + tl.abs(g * (t - w)), mask=inside)
+    if MOVEMENT:
+        movement = _operand(table, j, 2, A, ALIGNED) + offs
+        tl.store(movement, tl.load(movement, mask=inside) - g * w, mask=inside)
+
+
+@triton.jit
+def movement_update_kernel(table, T: tl.constexpr, ALIGNED: tl.constexpr,
+                           BLOCK: tl.constexpr):
+    j, offs, inside = _locate(table, T, 3, ALIGNED, BLOCK)  # movement, grad, weight
+    g = tl.load(_operand(table, j, 1, 3, ALIGNED) + offs, mask=inside)
+    w = tl.load(_operand(table, j, 2, 3, ALIGNED) + offs, mask=inside)
+    movement = _operand(table, j, 0, 3, ALIGNED) + offs
+    tl.store(movement, tl.load(movement, mask=inside) - g * w, mask=inside)
+
+
+class _Launch:
+    """One cached launch for a set of targets (an op, its scalars, the targets' sizes):
+    the device table, the addresses now in it, its program count, whether the vector
+    path applies, and (on a GPU, from the second use on) the launch captured as a CUDA
+    graph. The graph bakes in the table's pointer, not its contents, so a step whose
+    tensors moved (a new ``.grad``) writes the new addresses into the table and replays
+    the same graph: one small copy and one replay instead of Triton's launch."""
+    __slots__ = ("table", "addresses", "programs", "aligned", "graph")
+
+    def __init__(self, device: torch.device, sizes: List[int], addresses: List[int]):
+        block = elementwise_block()
+        first = [0]
+        for n in sizes:
+            first.append(first[-1] + triton.cdiv(n, block))
+        self.table = torch.tensor(addresses + sizes + first[:-1], dtype=torch.int64).to(device)
+        self.addresses = addresses
+        self.programs = first[-1]
+        self.aligned = self._aligned(sizes, addresses)
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+
+    @staticmethod
+    def _aligned(sizes: List[int], addresses: List[int]) -> bool:
+        return all(a % 16 == 0 for a in addresses) and all(n % 4 == 0 for n in sizes)
+
+    def point_at(self, sizes: List[int], addresses: List[int]) -> bool:
+        """Write new addresses into the table, ordered on the current stream before the
+        launch that reads them (the source is copied out before ``copy_`` returns, so
+        nothing waits). False: the alignment changed, so this launch's specialization
+        (and graph) no longer fits."""
+        if self._aligned(sizes, addresses) != self.aligned:
+            return False
+        self.table[:len(addresses)].copy_(torch.tensor(addresses, dtype=torch.int64),
+                                          non_blocking=True)
+        self.addresses = addresses
+        return True
+
+
+_LAUNCHES: Dict[tuple, _Launch] = {}
+_MAX_LAUNCHES = 16
+
+
+def _run(key: tuple, device: torch.device, sizes: List[int], addresses: List[int],
+         launch: Callable[[_Launch], None]) -> None:
+    """Launch through the cache. ``key`` names everything the launch bakes in besides the
+    addresses (the op, its scalars, the sizes, the device). Contents seen once are
+    launched plainly; a graph is captured when they come back, on a side stream, and
+    replayed on the current stream (steps are expected on one stream, as the training
+    step's own kernels are). Inside a capture of the caller's own: plain launches."""
+    entry = _LAUNCHES.get(key)
+    if entry is not None and entry.addresses != addresses \
+            and not entry.point_at(sizes, addresses):
+        entry = None
+    if entry is None:
+        if len(_LAUNCHES) >= _MAX_LAUNCHES:
+            _LAUNCHES.clear()
+        entry = _LAUNCHES[key] = _Launch(device, sizes, addresses)
+    elif entry.graph is None and device.type == "cuda" \
+            and not torch.cuda.is_current_stream_capturing():
+        entry.graph = _capture(lambda: launch(entry), device)
+    if entry.graph is not None:
+        entry.graph.replay()
+    else:
+        launch(entry)
+
+
+def _capture(launch: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGraph:
+    """``launch`` captured as a CUDA graph (not run). Unlike ``torch.cuda.graph`` this
+    neither synchronizes nor empties the allocator's cache (which would move the
+    caller's next tensors, and with them the cache keys)."""
+    graph = torch.cuda.CUDAGraph()
+    current = torch.cuda.current_stream(device)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        graph.capture_begin(capture_error_mode="thread_local")
+        try:
+            launch()
+        finally:
+            graph.capture_end()
+    current.wait_stream(side)
+    return graph
+
+
+def proxy_update(sizes: List[int], addresses: List[int], decay: float, moving: bool,
+                 device: torch.device) -> None:
+    """In place on contiguous float32 states, one launch: ``addresses`` holds each
+    target's fisher, reset, movement (if ``moving``), grad, weight, target data addresses,
+    ``sizes`` each target's element count (as ``bingo.fused.foreach`` gathers them)."""
+    decay = float(decay)
+    _run(("proxy_update", device, decay, moving, *sizes), device, sizes,
+         addresses, lambda e: proxy_update_kernel[(e.programs,)](
+             e.table, decay, T=len(sizes), MOVEMENT=moving, ALIGNED=e.aligned,
+             BLOCK=elementwise_block()))
+
+
+def movement_update(sizes: List[int], addresses: List[int], device: torch.device) -> None:
+    """In place on contiguous float32 tensors, one launch (movement, grad, weight per
+    target, as ``proxy_update``)."""
+    _run(("movement_update", device, *sizes), device, sizes, addresses,
+         lambda e: movement_update_kernel[(e.programs,)](
+             e.table, T=len(sizes), ALIGNED=e.aligned, BLOCK=elementwise_block()))

@@ -19,21 +19,25 @@ from tests.test_search import snapshot, train_steps
 SHAPES = [(1,), (7, 3), (300, 785), (5, 3, 5, 5)]
 
 
-def _proxy_inputs(shapes, seed, device="cpu", dtypes=None):
+def _proxy_inputs(shapes, seed, device="cpu", dtypes=None, offset=0):
     """Per shape, the op's six tensors (random, non-zero; the fisher and reset sums
-    non-negative), as six lists: one entry per target, like the op takes them."""
+    non-negative), as six lists: one entry per target, like the op takes them.
+    ``offset``: each tensor a contiguous view that starts this many elements into its
+    storage (not 16-byte aligned for an odd offset)."""
     gen = torch.Generator().manual_seed(seed)
     lists = [[], [], [], [], [], []]
     for i, shape in enumerate(shapes):
         dtype = dtypes[i] if dtypes else torch.float32
-        t = [torch.randn(shape, generator=gen, dtype=dtype).to(device) for _ in range(6)]
+        n = torch.Size(shape).numel()
+        t = [torch.randn(n + offset, generator=gen, dtype=dtype).to(device)[offset:].view(shape)
+             for _ in range(6)]
         t[0], t[1] = t[0].abs(), t[1].abs()
         for column, x in zip(lists, t):
             column.append(x)
     return lists
 
 
-def _check_proxy_backend(backend, shapes, seed, device="cpu", dtypes=None):
+def _check_proxy_backend(backend, shapes, seed, device="cpu", dtypes=None, offset=0):
     """The backend's ``proxy_update`` (all three sums; and without movement, passed as
     None) and ``movement_update`` (movement alone: operands 2, 3, 4) against the
     reference, twice so that the sums carry over."""
@@ -43,13 +47,13 @@ def _check_proxy_backend(backend, shapes, seed, device="cpu", dtypes=None):
              ("proxy_update", (0, 1, None, 3, 4, 5), (decay,), (0, 1)),
              ("movement_update", (2, 3, 4), (), (0,))]
     for name, operands, scalars, written in cases:
-        inputs = _proxy_inputs(shapes, seed, device, dtypes)
+        inputs = _proxy_inputs(shapes, seed, device, dtypes, offset)
         mine = [None if k is None else inputs[k] for k in operands]
         ref = [None if c is None else [x.cpu().clone() for x in c] for c in mine]
         for _ in range(2):
             getattr(backend, name)(*mine, *scalars)
             getattr(reference, name)(*ref, *scalars)
-        originals = _proxy_inputs(shapes, seed, dtypes=dtypes)
+        originals = _proxy_inputs(shapes, seed, dtypes=dtypes, offset=offset)
         for j, k in enumerate(operands):
             if k is None:
                 continue
@@ -88,10 +92,37 @@ def test_cpp_proxy_update_takes_every_target_in_one_call(fresh_seed):
     _check_proxy_backend(cpp, shapes[:3], fresh_seed, dtypes=dtypes)
 
 
-def test_triton_proxy_update_takes_every_target_in_one_call(fresh_seed, kernel_device):
+@pytest.mark.parametrize("shapes, offset", [
+    ([(7, 3), (1,), (1030,)], 0),  # sizes not multiples of 4: scalar accesses
+    ([(300, 784), (8, 3), (1032,)], 0),  # multiples of 4 at aligned addresses: vectors
+    ([(300, 784), (8, 3), (1032,)], 1)])  # the same sizes at unaligned addresses
+def test_triton_proxy_update_takes_every_target_in_one_launch(shapes, offset, fresh_seed,
+                                                              kernel_device):
     pytest.importorskip("triton", reason="triton is not installed; CI installs it")
-    from bingo.kernels import ops
-    _check_proxy_backend(ops, [(7, 3), (1,), (1030,)], fresh_seed, kernel_device)
+    from bingo.kernels import ops, proxies
+    from bingo.kernels.launch import elementwise_block
+    _check_proxy_backend(ops, shapes, fresh_seed, kernel_device, offset=offset)
+    # one table per op and target sizes: the same tensors again reuse it (on a GPU, as a
+    # graph of the launch), and so do other tensors of the same sizes, their addresses
+    # written into it (_check_proxy_backend's later cases went through both)
+    tensors = _proxy_inputs(shapes, fresh_seed, kernel_device, offset=offset)
+    proxies._LAUNCHES.clear()
+    ops.proxy_update(*tensors, 0.9)
+    ops.proxy_update(*tensors, 0.9)
+    [launch] = proxies._LAUNCHES.values()
+    assert launch.aligned == (offset == 0
+                              and all(torch.Size(s).numel() % 4 == 0 for s in shapes))
+    assert launch.programs == sum(-(-torch.Size(s).numel() // elementwise_block())
+                                  for s in shapes)
+    assert (launch.graph is not None) == (kernel_device.type == "cuda")
+    others = _proxy_inputs(shapes, fresh_seed + 1, kernel_device, offset=offset)
+    want = [[x.cpu().clone() for x in column] for column in others]
+    ops.proxy_update(*others, 0.9)
+    reference.proxy_update(*want, 0.9)
+    assert list(proxies._LAUNCHES.values()) == [launch]  # the same table, repointed
+    for got, ref in zip(others[:3], want[:3]):
+        for g, r in zip(got, ref):
+            torch.testing.assert_close(g.cpu(), r, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("reset_to", ["init", "zero"])
