@@ -83,8 +83,11 @@ def test_every_backend_reads_the_same_subsets(backend_name, fresh_seed, kernel_d
     mine, ref = SubsetRegression(targets), SubsetRegression(targets)
     _observe(backend, mine, targets, beta, torch.Generator().manual_seed(fresh_seed), 5, device)
     _observe(reference, ref, targets, beta, torch.Generator().manual_seed(fresh_seed), 5)
-    torch.testing.assert_close(mine.gram, ref.gram, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(mine.moment, ref.moment, rtol=1e-5, atol=1e-6)
+    # float32 sums in another order (a GPU's reductions) differ by ~2e-5 of the largest
+    # entry, and the signed nuisance column's sums cancel, so its entries' relative error
+    # is large; a different subset would move the entries by far more than 1e-4 of it
+    for got, want in ((mine.gram, ref.gram), (mine.moment, ref.moment)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4 * want.abs().max().item())
 
 
 def test_search_feeds_the_regression_every_n_steps(mnist, fresh_seed):
