@@ -7,11 +7,21 @@ includes its kernels, not only their launches. The first ``--warmup`` steps (com
 kernels, capturing graphs) are not timed.
 
     python bench/proxies_in_loop.py --data-dir ../shared/data [--device cuda]
+
+``--wall``: instead, what the loop as a whole pays, with no synchronization between
+phases (a GPU overlaps them; what one phase leaves in the caches or the launch queue
+for the next counts): the median step period of the same loop without a search, with
+the default search (K = 0), without movement, and without kept examples
+(``calibration=0``: the proxies and the step's bookkeeping alone), over ``--rounds``
+interleaved runs.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -73,15 +83,69 @@ def run(data, model_name: str, batch: int, every: int, variants: int, regression
             "proxies": 1e3 * spent["proxies"] / n}
 
 
+WALL_CONFIGS = {"no search": None, "default": {}, "without movement": {"movement": False},
+                "default, calibration=0": {"calibration": 0}}
+
+
+def wall(data, model_name: str, config, steps: int, device: torch.device,
+         warmup: int) -> List[float]:
+    """Each timed step's period in milliseconds, from the top of one loop iteration to the
+    next (batch 64, Adam; no synchronization in between, so on a GPU this is the steady
+    state's period); ``config``: the TicketSearch's keyword arguments, None for no
+    search."""
+    torch.manual_seed(0)
+    model = build_model(model_name).to(device)
+    search = None if config is None else bingo.TicketSearch(model, variants=0, **config)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    ticks = []
+    for i, (x, y) in enumerate(batches(data.train, 64, torch.Generator().manual_seed(0))):
+        if i >= warmup:
+            ticks.append(time.perf_counter())
+        if i == warmup + steps:
+            break
+        x, y = x.to(device), y.to(device)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if search is not None:
+            search.step(x, y)
+    return [1e3 * (b - a) for a, b in zip(ticks, ticks[1:])]
+
+
+def main_wall(data, args, device: torch.device) -> None:
+    """The median step period per configuration, pooled over interleaved rounds (a
+    median of periods shrugs off the VM's bursts, which moved whole-run totals by 20%)."""
+    names = list(WALL_CONFIGS)
+    print("| model | " + " | ".join(f"{n}, ms" for n in names) + " | "
+          + " | ".join(f"{n}: share" for n in names[1:]) + " |")
+    print("|---|" + "---:|" * (2 * len(names) - 1))
+    for model_name in ("lenet300", "paper-mlp", "convnet"):
+        periods: Dict[str, List[float]] = {n: [] for n in names}
+        for _ in range(args.rounds):
+            for n in names:
+                periods[n] += wall(data, model_name, WALL_CONFIGS[n], args.steps, device,
+                                   args.warmup)
+        med = {n: statistics.median(t) for n, t in periods.items()}
+        base = med["no search"]
+        print(f"| {model_name} | " + " | ".join(f"{med[n]:.3f}" for n in names) + " | "
+              + " | ".join(f"{100 * (med[n] - base) / base:.1f}%" for n in names[1:])
+              + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--steps", type=int, default=400, help="timed steps per case")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--wall", action="store_true",
+                        help="the whole loop's time per step, with and without a search")
+    parser.add_argument("--rounds", type=int, default=3, help="--wall: interleaved runs")
     args = parser.parse_args()
     device = torch.device(args.device)
     data = load_dataset("mnist", args.data_dir)
+    if args.wall:
+        return main_wall(data, args, device)
     print("| model | batch | proxy_every | movement | K | regression_every | "
           "training step, ms | `search.step`, ms | share | proxies, ms | share |")
     print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
