@@ -85,12 +85,19 @@ class _Launch:
     the same graph: one small copy and one replay instead of Triton's launch."""
     __slots__ = ("table", "addresses", "programs", "aligned", "graph")
 
-    def __init__(self, device: torch.device, sizes: List[int], addresses: List[int]):
+    def __init__(self, device: torch.device, sizes: List[int], addresses: List[int],
+                 capturing: bool = False):
         block = elementwise_block()
         first = [0]
         for n in sizes:
             first.append(first[-1] + triton.cdiv(n, block))
-        self.table = torch.tensor(addresses + sizes + first[:-1], dtype=torch.int64).to(device)
+        values = addresses + sizes + first[:-1]
+        if capturing:  # a copy from host memory is not allowed in a capture: one fill
+            self.table = torch.empty(len(values), dtype=torch.int64, device=device)
+            for i, v in enumerate(values):  # per value, replayed by the caller's graph
+                self.table[i].fill_(v)
+        else:
+            self.table = torch.tensor(values, dtype=torch.int64).to(device)
         self.addresses = addresses
         self.programs = first[-1]
         self.aligned = self._aligned(sizes, addresses)
@@ -102,9 +109,9 @@ class _Launch:
 
     def point_at(self, sizes: List[int], addresses: List[int]) -> bool:
         """Write new addresses into the table, ordered on the current stream before the
-        launch that reads them (the source is copied out before ``copy_`` returns, so
-        nothing waits). False: the alignment changed, so this launch's specialization
-        (and graph) no longer fits."""
+        launch that reads them (the pageable source is staged before ``copy_`` returns,
+        so nothing waits). False: the alignment changed, so this launch's
+        specialization (and graph) no longer fits."""
         if self._aligned(sizes, addresses) != self.aligned:
             return False
         self.table[:len(addresses)].copy_(torch.tensor(addresses, dtype=torch.int64),
@@ -117,13 +124,26 @@ _LAUNCHES: Dict[tuple, _Launch] = {}
 _MAX_LAUNCHES = 16
 
 
+_CAPTURED: List[_Launch] = []  # tables of launches inside callers' graphs: kept alive
+_MAX_CAPTURED = 64
+
+
 def _run(key: tuple, device: torch.device, sizes: List[int], addresses: List[int],
          launch: Callable[[_Launch], None]) -> None:
     """Launch through the cache. ``key`` names everything the launch bakes in besides the
     addresses (the op, its scalars, the sizes, the device). Contents seen once are
     launched plainly; a graph is captured when they come back, on a side stream, and
     replayed on the current stream (steps are expected on one stream, as the training
-    step's own kernels are). Inside a capture of the caller's own: plain launches."""
+    step's own kernels are). Inside a capture of the caller's own (a training step
+    captured whole, after its warm-up steps), a table of its own, filled by kernels,
+    and a plain launch go into the caller's graph; the cache is left alone (nothing in
+    a capture runs until the caller replays it)."""
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        if len(_CAPTURED) >= _MAX_CAPTURED:
+            _CAPTURED.pop(0)
+        _CAPTURED.append(_Launch(device, sizes, addresses, capturing=True))
+        launch(_CAPTURED[-1])
+        return
     entry = _LAUNCHES.get(key)
     if entry is not None and entry.addresses != addresses \
             and not entry.point_at(sizes, addresses):
@@ -132,8 +152,7 @@ def _run(key: tuple, device: torch.device, sizes: List[int], addresses: List[int
         if len(_LAUNCHES) >= _MAX_LAUNCHES:
             _LAUNCHES.clear()
         entry = _LAUNCHES[key] = _Launch(device, sizes, addresses)
-    elif entry.graph is None and device.type == "cuda" \
-            and not torch.cuda.is_current_stream_capturing():
+    elif entry.graph is None and device.type == "cuda":
         entry.graph = _capture(lambda: launch(entry), device)
     if entry.graph is not None:
         entry.graph.replay()

@@ -125,6 +125,52 @@ def test_triton_proxy_update_takes_every_target_in_one_launch(shapes, offset, fr
             torch.testing.assert_close(g.cpu(), r, rtol=1e-6, atol=1e-6)
 
 
+def test_triton_proxy_table_filled_in_a_capture_equals_the_copied_one(fresh_seed,
+                                                                       kernel_device):
+    """Inside a caller's CUDA graph capture the address table is written by one fill per
+    value instead of one copy from host memory; the two tables are equal (this runs on
+    CPU too; the capture itself needs a GPU, next test)."""
+    pytest.importorskip("triton", reason="triton is not installed; CI installs it")
+    from bingo.kernels import proxies
+    gen = torch.Generator().manual_seed(fresh_seed)
+    sizes = [int(n) for n in torch.randint(1, 5000, (3,), generator=gen)]
+    addresses = [16 * int(a) for a in torch.randint(1, 2**40, (3 * 6,), generator=gen)]
+    copied = proxies._Launch(kernel_device, sizes, addresses)
+    filled = proxies._Launch(kernel_device, sizes, addresses, capturing=True)
+    assert torch.equal(copied.table, filled.table) and copied.programs == filled.programs
+
+
+def test_triton_proxy_update_inside_a_cuda_graph_capture(fresh_seed):
+    """A training step captured whole with the search in it: the proxy update goes into
+    the caller's graph with its own table, and each replay updates the captured
+    tensors, while the update outside the graph keeps working on others."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU to capture a CUDA graph; the table a capture fills "
+                    "is checked on CPU by the test above")
+    from bingo.kernels import ops
+    shapes = [(300, 784), (8, 3), (1030,)]
+    warm = _proxy_inputs(shapes, fresh_seed, "cuda")
+    warm_ref = [[x.cpu().clone() for x in c] for c in warm]
+    for _ in range(2):  # warm-up outside the capture: compiled, cached, its own graph
+        ops.proxy_update(*warm, 0.9)
+        reference.proxy_update(*warm_ref, 0.9)
+    static = _proxy_inputs(shapes, fresh_seed + 1, "cuda")
+    static_ref = [[x.cpu().clone() for x in c] for c in static]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        ops.proxy_update(*static, 0.9)
+    for _ in range(3):
+        graph.replay()
+        reference.proxy_update(*static_ref, 0.9)
+        ops.proxy_update(*warm, 0.9)  # outside the graph, between its replays
+        reference.proxy_update(*warm_ref, 0.9)
+    torch.cuda.synchronize()
+    for got, want in ((static, static_ref), (warm, warm_ref)):
+        for column, ref in zip(got[:3], want[:3]):
+            for g, r in zip(column, ref):
+                torch.testing.assert_close(g.cpu(), r, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("reset_to", ["init", "zero"])
 def test_search_accumulates_the_proxies_from_the_training_gradients(mnist, reset_to, fresh_seed):
     torch.manual_seed(fresh_seed)
