@@ -122,8 +122,6 @@ class _Launch:
 
 _LAUNCHES: Dict[tuple, _Launch] = {}
 _MAX_LAUNCHES = 16
-
-
 _CAPTURED: List[_Launch] = []  # tables of launches inside callers' graphs: kept alive
 _MAX_CAPTURED = 64
 
@@ -162,8 +160,8 @@ def _run(key: tuple, device: torch.device, sizes: List[int], addresses: List[int
 
 def _capture(launch: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGraph:
     """``launch`` captured as a CUDA graph (not run). Unlike ``torch.cuda.graph`` this
-    neither synchronizes nor empties the allocator's cache (which would move the
-    caller's next tensors, and with them the cache keys)."""
+    neither synchronizes nor empties the allocator's cache (the caller's training loop
+    goes on undisturbed)."""
     graph = torch.cuda.CUDAGraph()
     current = torch.cuda.current_stream(device)
     side = torch.cuda.Stream(device)
