@@ -12,6 +12,7 @@ second step on, costs a graph replay (Triton's own launch path cost ~60 us of Py
 right after a training step), plus a small copy on the steps whose gradients moved."""
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -122,6 +123,7 @@ class _Launch:
 
 _LAUNCHES: Dict[tuple, _Launch] = {}
 _MAX_LAUNCHES = 16
+_GRAPHS = [True]  # False once a capture failed: plain launches from then on
 _CAPTURED: List[_Launch] = []  # tables of launches inside callers' graphs: kept alive
 _MAX_CAPTURED = 64
 
@@ -150,8 +152,14 @@ def _run(key: tuple, device: torch.device, sizes: List[int], addresses: List[int
         if len(_LAUNCHES) >= _MAX_LAUNCHES:
             _LAUNCHES.clear()
         entry = _LAUNCHES[key] = _Launch(device, sizes, addresses)
-    elif entry.graph is None and device.type == "cuda":
-        entry.graph = _capture(lambda: launch(entry), device)
+    elif entry.graph is None and device.type == "cuda" and _GRAPHS[0]:
+        try:
+            entry.graph = _capture(lambda: launch(entry), device)
+        except RuntimeError as error:  # a platform without graphs: plain launches then
+            _GRAPHS[0] = False
+            warnings.warn(f"bingo: the Triton proxy update could not be captured as a CUDA "
+                          f"graph ({error}); launching it plainly from now on, which costs "
+                          f"~60 us more per training step", RuntimeWarning, stacklevel=2)
     if entry.graph is not None:
         entry.graph.replay()
     else:

@@ -171,6 +171,22 @@ def test_triton_proxy_update_inside_a_cuda_graph_capture(fresh_seed):
                 torch.testing.assert_close(g.cpu(), r, rtol=1e-5, atol=1e-5)
 
 
+def test_triton_proxy_update_without_graphs_warns_once_and_launches_plainly(fresh_seed,
+                                                                            monkeypatch):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU: only there is the proxy launch captured as a graph")
+    from bingo.kernels import ops, proxies
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no graphs here")
+    monkeypatch.setattr(proxies, "_capture", refuse)
+    monkeypatch.setattr(proxies, "_GRAPHS", [True])
+    proxies._LAUNCHES.clear()
+    with pytest.warns(RuntimeWarning, match="could not be captured as a CUDA graph"):
+        _check_proxy_backend(ops, [(300, 784), (8, 3)], fresh_seed, "cuda")
+    assert all(e.graph is None for e in proxies._LAUNCHES.values())
+
+
 @pytest.mark.parametrize("reset_to", ["init", "zero"])
 def test_search_accumulates_the_proxies_from_the_training_gradients(mnist, reset_to, fresh_seed):
     torch.manual_seed(fresh_seed)
