@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-
 from typing import Dict, List
 
 import torch
@@ -40,10 +39,29 @@ CASES = [("lenet300", 64, 1, 0, 0, True), ("lenet300", 64, 2, 0, 0, True),
          ("lenet300", 64, 1, 8, 0, True), ("lenet300", 64, 1, 8, 1, True)]
 
 
-def run(data, model_name: str, batch: int, every: int, variants: int, regression: int,
-        movement: bool, steps: int, device: torch.device, warmup: int) -> dict:
+def _model_and_optimizer(model_name: str, device: torch.device):
     torch.manual_seed(0)
     model = build_model(model_name).to(device)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def _train_step(model, opt, x: torch.Tensor, y: torch.Tensor) -> None:
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+def _loop(data, batch: int, count: int, device: torch.device):
+    """(step index, inputs, labels) of the first ``count`` MNIST batches, on ``device``."""
+    for i, (x, y) in enumerate(batches(data.train, batch, torch.Generator().manual_seed(0))):
+        if i == count:
+            return
+        yield i, x.to(device), y.to(device)
+
+
+def run(data, model_name: str, batch: int, every: int, variants: int, regression: int,
+        movement: bool, steps: int, device: torch.device, warmup: int) -> dict:
+    model, opt = _model_and_optimizer(model_name, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     search = bingo.TicketSearch(model, variants=variants, proxy_every=every,
                                 regression_every=regression, movement=movement)
@@ -58,18 +76,12 @@ def run(data, model_name: str, batch: int, every: int, variants: int, regression
             spent["proxies"] += time.perf_counter() - start
         return out
     search.proxies.update = timed
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     train = stepped = 0.0
     n = 0  # timed steps
-    for i, (x, y) in enumerate(batches(data.train, batch, torch.Generator().manual_seed(0))):
-        if i == warmup + steps:
-            break
-        x, y = x.to(device), y.to(device)
+    for i, x, y in _loop(data, batch, warmup + steps, device):
         sync()
         start = time.perf_counter()
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+        _train_step(model, opt, x, y)
         sync()
         trained = time.perf_counter() - start
         start = time.perf_counter()
@@ -93,22 +105,16 @@ def wall(data, model_name: str, config, steps: int, device: torch.device,
     next (batch 64, Adam; no synchronization in between, so on a GPU this is the steady
     state's period); ``config``: the TicketSearch's keyword arguments, None for no
     search."""
-    torch.manual_seed(0)
-    model = build_model(model_name).to(device)
+    model, opt = _model_and_optimizer(model_name, device)
     search = None if config is None else bingo.TicketSearch(model, variants=0, **config)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     ticks = []
-    for i, (x, y) in enumerate(batches(data.train, 64, torch.Generator().manual_seed(0))):
+    for i, x, y in _loop(data, 64, warmup + steps, device):
         if i >= warmup:
             ticks.append(time.perf_counter())
-        if i == warmup + steps:
-            break
-        x, y = x.to(device), y.to(device)
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+        _train_step(model, opt, x, y)
         if search is not None:
             search.step(x, y)
+    ticks.append(time.perf_counter())
     return [1e3 * (b - a) for a, b in zip(ticks, ticks[1:])]
 
 

@@ -301,22 +301,22 @@ static inline float* f32(uintptr_t address) { return reinterpret_cast<float*>(ad
 
 // The proxies of one step over every target: per target six addresses (fisher, reset,
 // movement written in place; grad, weight, target read), or five without movement.
+template <bool Movement>
+static void proxy_update_all(const std::vector<int64_t>& sizes,
+                             const std::vector<uintptr_t>& addresses, float d) {
+    constexpr int per = Movement ? 6 : 5, g = per - 3;  // g: where grad, weight, target start
+    foreach_chunk("proxy_update", sizes, addresses, per,
+                  [d](const uintptr_t* a, int64_t lo, int64_t hi) {
+                      proxy_block<Movement>(f32(a[0]), f32(a[1]), Movement ? f32(a[2]) : nullptr,
+                                            f32(a[g]), f32(a[g + 1]), f32(a[g + 2]), d, lo, hi);
+                  });
+}
+
 void proxy_update(const std::vector<int64_t>& sizes, const std::vector<uintptr_t>& addresses,
                   double decay, bool movement) {
     const float d = static_cast<float>(decay);
-    if (movement) {
-        foreach_chunk("proxy_update", sizes, addresses, 6,
-                      [d](const uintptr_t* a, int64_t lo, int64_t hi) {
-                          proxy_block<true>(f32(a[0]), f32(a[1]), f32(a[2]), f32(a[3]),
-                                            f32(a[4]), f32(a[5]), d, lo, hi);
-                      });
-    } else {
-        foreach_chunk("proxy_update", sizes, addresses, 5,
-                      [d](const uintptr_t* a, int64_t lo, int64_t hi) {
-                          proxy_block<false>(f32(a[0]), f32(a[1]), nullptr, f32(a[2]),
-                                             f32(a[3]), f32(a[4]), d, lo, hi);
-                      });
-    }
+    if (movement) proxy_update_all<true>(sizes, addresses, d);
+    else proxy_update_all<false>(sizes, addresses, d);
 }
 
 // Movement alone over every target: three addresses per target (movement written in

@@ -84,11 +84,11 @@ class _Launch:
     graph. The graph bakes in the table's pointer, not its contents, so a step whose
     tensors moved (a new ``.grad``) writes the new addresses into the table and replays
     the same graph: one small copy and one replay instead of Triton's launch."""
-    __slots__ = ("table", "addresses", "programs", "aligned", "graph")
+    __slots__ = ("table", "addresses", "block", "programs", "aligned", "graph")
 
     def __init__(self, device: torch.device, sizes: List[int], addresses: List[int],
                  capturing: bool = False):
-        block = elementwise_block()
+        self.block = block = elementwise_block()  # the table's programs assume it
         first = [0]
         for n in sizes:
             first.append(first[-1] + triton.cdiv(n, block))
@@ -193,7 +193,7 @@ def proxy_update(sizes: List[int], addresses: List[int], decay: float, moving: b
     _run(("proxy_update", device, decay, moving, *sizes), device, sizes,
          addresses, lambda e: proxy_update_kernel[(e.programs,)](
              e.table, decay, T=len(sizes), MOVEMENT=moving, ALIGNED=e.aligned,
-             BLOCK=elementwise_block()))
+             BLOCK=e.block))
 
 
 def movement_update(sizes: List[int], addresses: List[int], device: torch.device) -> None:
@@ -201,4 +201,4 @@ def movement_update(sizes: List[int], addresses: List[int], device: torch.device
     target, as ``proxy_update``)."""
     _run(("movement_update", device, *sizes), device, sizes, addresses,
          lambda e: movement_update_kernel[(e.programs,)](
-             e.table, T=len(sizes), ALIGNED=e.aligned, BLOCK=elementwise_block()))
+             e.table, T=len(sizes), ALIGNED=e.aligned, BLOCK=e.block))
