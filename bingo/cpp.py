@@ -121,13 +121,28 @@ def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
     saved a target against arrays), checked by ``fused.foreach``."""
     moving = movement is not None  # the extension takes 6 addresses a target, or 5
     fused.foreach((fisher, reset, movement, grad, weight, target), decay,
-                  kernel=lambda sizes, addresses, d: _cpu.proxy_update(sizes, addresses, d,
-                                                                       moving),
+                  kernel=lambda sizes, addresses, d: proxy_update_at(sizes, addresses, d,
+                                                                     moving),
                   reference_op=reference.proxy_update, device_type="cpu", addresses=True)
 
 
 def movement_update(movement: Sequence[torch.Tensor], grad: Sequence[torch.Tensor],
                     weight: Sequence[torch.Tensor]) -> None:
     """Every target's movement proxy in one OpenMP pass (as ``proxy_update``)."""
-    fused.foreach((movement, grad, weight), kernel=_cpu.movement_update,
+    fused.foreach((movement, grad, weight), kernel=movement_update_at,
                   reference_op=reference.movement_update, device_type="cpu", addresses=True)
+
+
+def proxy_update_at(sizes: List[int], addresses: List[int], decay: float, movement: bool,
+                    device: Optional[torch.device] = None) -> None:
+    """``proxy_update`` on data addresses already checked (contiguous float32 CPU tensors,
+    per target fisher, reset, [movement,] grad, weight, target; ``sizes`` their element
+    counts): what ``proxy_update`` runs after its checks, and what ``bingo.proxies``
+    calls on addresses it keeps validated between steps. ``device``: the CPU."""
+    _cpu.proxy_update(sizes, addresses, decay, movement)
+
+
+def movement_update_at(sizes: List[int], addresses: List[int],
+                       device: Optional[torch.device] = None) -> None:
+    """``movement_update`` on checked addresses (movement, grad, weight per target)."""
+    _cpu.movement_update(sizes, addresses)

@@ -95,7 +95,7 @@ def proxy_update(fisher: Sequence[torch.Tensor], reset: Sequence[torch.Tensor],
     if fisher:
         device, moving = fisher[0].device, movement is not None
         fused.foreach((fisher, reset, movement, grad, weight, target), decay,
-                      kernel=lambda sizes, addresses, d: _proxies.proxy_update(
+                      kernel=lambda sizes, addresses, d: proxy_update_at(
                           sizes, addresses, d, moving, device),
                       reference_op=reference.proxy_update, device_type=device.type,
                       addresses=True)
@@ -107,7 +107,21 @@ def movement_update(movement: Sequence[torch.Tensor], grad: Sequence[torch.Tenso
     if movement:
         device = movement[0].device
         fused.foreach((movement, grad, weight),
-                      kernel=lambda sizes, addresses: _proxies.movement_update(
-                          sizes, addresses, device),
+                      kernel=lambda sizes, addresses: movement_update_at(sizes, addresses,
+                                                                         device),
                       reference_op=reference.movement_update, device_type=device.type,
                       addresses=True)
+
+
+def proxy_update_at(sizes: List[int], addresses: List[int], decay: float, movement: bool,
+                    device: torch.device) -> None:
+    """``proxy_update`` on data addresses already checked (contiguous float32 tensors on
+    ``device``, per target fisher, reset, [movement,] grad, weight, target): what
+    ``proxy_update`` runs after its checks, and what ``bingo.proxies`` calls on
+    addresses it keeps validated between steps."""
+    _proxies.proxy_update(sizes, addresses, decay, movement, device)
+
+
+def movement_update_at(sizes: List[int], addresses: List[int], device: torch.device) -> None:
+    """``movement_update`` on checked addresses (movement, grad, weight per target)."""
+    _proxies.movement_update(sizes, addresses, device)

@@ -217,6 +217,55 @@ def test_search_accumulates_the_proxies_from_the_training_gradients(mnist, reset
     assert len(x) == len(y) == 256  # all 4 batches kept (fewer than calibration=2048)
 
 
+@pytest.mark.parametrize("backend", ["cpp", "triton", "torch"])
+def test_kept_proxy_addresses_follow_moved_weights_and_odd_gradients(mnist, backend,
+                                                                     monkeypatch, fresh_seed,
+                                                                     kernel_device):
+    """The proxies keep their operands' addresses between steps (``_Addresses``): new
+    gradients every step, a weight whose storage is swapped, a non-contiguous gradient,
+    the reset target replaced (a state with other initial values loaded into the same
+    search): the sums stay those of the formula on every backend."""
+    monkeypatch.setenv("BINGO_BACKEND", backend)
+    device = kernel_device if backend == "triton" else torch.device("cpu")
+    torch.manual_seed(fresh_seed)
+    model = mlp([784, 23, 10]).to(device)
+    search = bingo.TicketSearch(model, variants=0, proxy_every=2)
+    names = ("fc1.weight", "fc2.weight")
+    initial = {n: search._initial[n].clone() for n in names}
+    want = {k: [torch.zeros_like(initial[n]) for n in names]
+            for k in ("fisher", "reset", "movement")}
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    gen = torch.Generator().manual_seed(fresh_seed)
+    for i, (x, y) in enumerate(batches(mnist.train, 32, gen)):
+        if i == 9:
+            break
+        x, y = x.to(device), y.to(device)
+        opt.zero_grad()  # set_to_none: a new gradient tensor every step
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if i == 2:  # the weight's storage swapped (same values, a new address)
+            model.fc1.weight.data = model.fc1.weight.data.clone()
+        if i == 3:  # a non-contiguous gradient (same values)
+            model.fc1.weight.grad = model.fc1.weight.grad.t().contiguous().t()
+            assert not model.fc1.weight.grad.is_contiguous()
+        if i == 6:  # new reset targets: the same search resumed from other initial values
+            state = search.state_dict()
+            for n in names:
+                initial[n] = state["initial"][n] = state["initial"][n] / 2
+            search.load_state_dict(state)
+        for j, (n, p) in enumerate(zip(names, (model.fc1.weight, model.fc2.weight))):
+            g, w = p.grad, p.detach()
+            if i % 2 == 0:
+                want["fisher"][j] += g * g
+                want["reset"][j] += (g * (initial[n] - w)).abs()
+            want["movement"][j] -= g * w
+        search.step(x, y)
+        assert search.backend == backend
+    for k, v in want.items():
+        for j in range(2):
+            torch.testing.assert_close(search.proxies.sums[j][k], v[j], rtol=1e-5, atol=1e-6)
+
+
 def test_calibration_keeps_the_most_recent_examples(mnist, fresh_seed):
     """Batches of uneven sizes: the buffer always yields the last ``calibration`` examples
     seen (all of them while fewer), also after a state_dict round trip."""
