@@ -13,6 +13,8 @@
 * ``proxy_update`` and ``movement_update``: the per-weight proxies of one training
   step (all three, or movement alone), every target in one OpenMP pass (within
   float32 rounding of the reference).
+* ``proxy_update_at`` and ``movement_update_at``: the same on data addresses checked
+  by the caller (``bingo.proxies`` keeps them between steps); no reference twin.
 """
 from __future__ import annotations
 

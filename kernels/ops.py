@@ -9,6 +9,8 @@
 * ``proxy_update`` and ``movement_update``: the per-weight proxies of one training step
   (all three, or movement alone), one launch for every target (its addresses in a
   device table), replayed as a CUDA graph from the second step on (kernels/proxies.py).
+* ``proxy_update_at`` and ``movement_update_at``: the same on data addresses checked by
+  the caller (``bingo.proxies`` keeps them between steps), as in ``bingo.cpp``.
 
 Tensors live on a CUDA device, or on the CPU under ``TRITON_INTERPRET=1``.
 """

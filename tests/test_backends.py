@@ -153,3 +153,14 @@ def test_dispatch_triton_on_cpu_only_under_the_interpreter(monkeypatch):
         dispatch.select_backend("cpu")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert dispatch.select_backend("cpu") is dispatch.triton_ops()
+
+
+def test_compiled_backends_take_checked_addresses_under_the_same_names():
+    """``bingo.proxies`` calls ``proxy_update_at`` / ``movement_update_at`` on whichever
+    compiled backend was dispatched: both backends have them, with the same parameters."""
+    import inspect
+    triton_ops = dispatch.triton_ops()
+    for name in ("proxy_update_at", "movement_update_at"):
+        params = [list(inspect.signature(getattr(m, name)).parameters) for m in (cpp, triton_ops)]
+        assert params[0] == params[1], name
+    assert not hasattr(reference, "movement_update_at")  # Proxies then takes the tensor ops
