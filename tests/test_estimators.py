@@ -266,6 +266,52 @@ def test_kept_proxy_addresses_follow_moved_weights_and_odd_gradients(mnist, back
             torch.testing.assert_close(search.proxies.sums[j][k], v[j], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("model_name", ["convnet", "mlp-inplace"])
+@pytest.mark.parametrize("budget", [256 << 20, 1])
+def test_kept_prefixes_give_the_losses_of_whole_forwards(mnist, model_name, budget,
+                                                         monkeypatch, fresh_seed):
+    """The calibration meter resumes a forward from the activation entering a target
+    layer, kept for the pruned counts before it: along a budget search's moves (pairs of
+    layers, revisits) every loss equals a whole forward's bit for bit, also with in-place
+    layers and with the kept activations evicted down to one; the model is untouched."""
+    monkeypatch.setattr(estimators, "PREFIX_BYTES", budget)
+    torch.manual_seed(fresh_seed)
+    model = build_model("convnet") if model_name == "convnet" else torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(784, 37), torch.nn.ReLU(inplace=True),
+        torch.nn.Linear(37, 23), torch.nn.ReLU(inplace=True), torch.nn.Linear(23, 10))
+    search = bingo.TicketSearch(model, variants=0, calibration=300)
+    train_steps(model, mnist.train, 6, seed=fresh_seed, search=search)
+    before = snapshot(model)
+    kept, whole = estimators._Meter(search), estimators._Meter(search)
+    whole._prefixes = None
+    assert kept.layers is not None and len(kept._prefixes.cuts) == len(search.targets)
+    gen = torch.Generator().manual_seed(fresh_seed)
+    scores = {n: torch.rand(w.shape, generator=gen) for n, w in kept.weights.items()}
+    ranks = estimators.layer_ranks(scores)
+    sizes = {n: w.numel() for n, w in kept.weights.items()}
+    names = list(sizes)
+    split = {n: int(0.7 * sizes[n]) for n in names}
+    seen = [dict(split)]
+    for trial in range(30):
+        if trial % 5 == 4:  # back to an earlier split
+            split = dict(seen[int(torch.randint(len(seen), (1,), generator=gen))])
+        else:
+            a, b = (names[int(i)] for i in torch.randperm(len(names), generator=gen)[:2])
+            d = min(1 + int(torch.randint(40, (1,), generator=gen)), split[a],
+                    sizes[b] - split[b])
+            split[a] -= d
+            split[b] += d
+            seen.append(dict(split))
+        assert kept.loss(ranks, split) == whole.loss(ranks, split), (trial, split)
+    if budget == 1:  # one activation kept at a time: correct, seldom reused
+        assert len(kept._prefixes.kept) == 1
+    else:
+        assert kept._prefixes.resumed > 0
+    other = estimators.layer_ranks({n: -s for n, s in scores.items()})  # a new ranking
+    assert kept.loss(other, split) == whole.loss(other, split)
+    assert all(torch.equal(v, before[0][k]) for k, v in snapshot(model)[0].items())
+
+
 def test_calibration_keeps_the_most_recent_examples(mnist, fresh_seed):
     """Batches of uneven sizes: the buffer always yields the last ``calibration`` examples
     seen (all of them while fewer), also after a state_dict round trip."""
