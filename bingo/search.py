@@ -177,7 +177,7 @@ class TicketSearch:
             self._states.append(self.rule.init_state(torch.Size([t.size]), dtype, p.device))
         self.totals = Totals()
         self.step_count = 0
-        self.history: List[SearchRecord] = []
+        self.history: List[SearchRecord] = []  # the steps that ran searches (K >= 1)
         self.search_seconds = 0.0
         self.last_calibration = None  # what the calibrated estimator measured, once asked
 
@@ -305,10 +305,13 @@ class TicketSearch:
 
     def _close_step(self, inputs: torch.Tensor, targets: torch.Tensor, before: float,
                     after: Sequence[float], start: float) -> SearchRecord:
-        """Keep the batch for calibration, record the step, count it and its time."""
+        """Keep the batch for calibration, record the step (in ``history`` only if it ran
+        searches: a K = 0 step measures nothing, and a long run would pile up a record a
+        step), count it and its time."""
         self._calibration.add(inputs, targets)
         record = SearchRecord(self.step_count, before, list(after))
-        self.history.append(record)
+        if self.variants:
+            self.history.append(record)
         self.step_count += 1
         self.search_seconds += time.perf_counter() - start
         return record
