@@ -193,8 +193,7 @@ class _Addresses:
                 or any(f.dtype is not torch.float32 for f in first)
                 or len({f.device for f in first}) != 1):
             return None
-        full = [k for k in ("fisher", "reset", "movement") if k in kinds]
-        sums = {True: [tuple(columns[k][i].data_ptr() for k in full)
+        sums = {True: [tuple(columns[k][i].data_ptr() for k in kinds)  # the ops' order
                        for i in range(len(first))],
                 False: ([(m.data_ptr(),) for m in columns["movement"]]
                         if "movement" in kinds else [])}
