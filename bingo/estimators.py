@@ -111,7 +111,7 @@ def estimate(search: "TicketSearch", name: str = DEFAULT_ESTIMATOR, *,
 
 # ---------------------------------------------------------------- proxies and mixtures
 def _weights(search: "TicketSearch") -> Scores:
-    params = dict(search.model.named_parameters())
+    params = search._parameters()  # by name, with the search's errors for what is gone
     return {t.name: params[t.name].detach() for t in search.targets}
 
 
@@ -133,12 +133,29 @@ def proxy_scores(search: "TicketSearch") -> Dict[str, Scores]:
     for i, t in enumerate(search.targets):
         w = weights[t.name].float()
         sums = search.proxies.sums[i]
+        _check_finite(t.name, {"weights": w, **sums})
         out["magnitude"][t.name] = w.abs()
         out["fisher"][t.name] = 0.5 * search.proxies.mean_fisher(i).float().to(w.device) * w * w
         out["reset"][t.name] = sums["reset"].float().to(w.device)
         if "movement" in out:
             out["movement"][t.name] = sums["movement"].float().to(w.device)
     return out
+
+
+def _check_finite(name: str, tensors: Dict[str, torch.Tensor]) -> None:
+    """Scores from inf/NaN would rank at random: name what diverged instead."""
+    for what, x in tensors.items():
+        if bool(torch.isfinite(x).all()):
+            continue
+        if what == "weights":
+            raise FloatingPointError(
+                f"the weights of {name!r} contain inf or NaN: training diverged; lower the "
+                f"learning rate and train again")
+        raise FloatingPointError(
+            f"the {what} proxy of {name!r} holds inf or NaN: a training step that "
+            f"search.step() saw had non-finite gradients (training diverged, or a torch.amp "
+            f"GradScaler skipped the step). Call search.step() only after steps whose loss "
+            f"and gradients were finite, and run the search again")
 
 
 def global_ranks(scores: Scores) -> Scores:
@@ -339,6 +356,12 @@ def _calibrated(search: "TicketSearch", sparsity: float, swaps: bool) -> Scores:
         report.budgets[name] = {n: pruned[n] / scores[n].numel() for n in pruned}
         if value < best_loss:
             best_name, best_loss, best = name, value, budget_scores(scores, pruned)
+    if best is None:
+        raise FloatingPointError(
+            f"every candidate mask gives a non-finite loss on the {len(meter.labels)} kept "
+            f"calibration examples: they hold inf or NaN (search.calibration_batch() shows "
+            f"them), or the model does; pass search.step() only batches whose training loss "
+            f"was finite")
     report.chosen = best_name
     if swaps:
         best, report.loss_after_swaps, report.swaps = swap_search(search, meter, best,

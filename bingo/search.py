@@ -49,6 +49,17 @@ class SearchRecord:
     after: List[float] = field(default_factory=list)
 
 
+def _torch_pruned(model: nn.Module, name: str) -> bool:
+    """Whether ``name`` is masked through torch.nn.utils.prune (``<name>_orig`` and
+    ``<name>_mask`` on its module, the tensor itself recomputed before each forward)."""
+    module_name, _, attr = name.rpartition(".")
+    try:
+        module = model.get_submodule(module_name)
+    except AttributeError:
+        return False
+    return hasattr(module, attr + "_orig") and hasattr(module, attr + "_mask")
+
+
 class _Borrowed:
     """Puts the model in eval mode and saves the RNG state; restores both on exit."""
 
@@ -158,6 +169,14 @@ class TicketSearch:
         self.loss_fn = loss_fn or F.cross_entropy
         self.targets = select_targets(model, granularity=granularity, include=include,
                                       exclude=exclude)
+        pruned = [t.name for t in self.targets if _torch_pruned(model, t.name)]
+        if pruned:
+            raise ValueError(
+                f"{', '.join(pruned)} {'is' if len(pruned) == 1 else 'are'} masked through "
+                f"torch.nn.utils.prune (weight = weight_orig * weight_mask), which a "
+                f"TicketSearch cannot search: build the search before pruning, or make the "
+                f"pruning permanent first with torch.nn.utils.prune.remove(module, 'weight') "
+                f"(the pruned weights are then zeros that training may change)")
         params = dict(model.named_parameters())
         self._initial: Dict[str, torch.Tensor] = {}
         for t in self.targets:
@@ -236,6 +255,14 @@ class TicketSearch:
         try:
             return self.model.get_parameter(name)
         except AttributeError:
+            if _torch_pruned(self.model, name):
+                raise RuntimeError(
+                    f"{name!r} was masked through torch.nn.utils.prune (e.g. by bingo.prune) "
+                    f"after this search was built, so it is no longer a parameter the search "
+                    f"can read: ask for every score you need before pruning "
+                    f"(search.significance(sparsity=s) for each s) and prune a copy of the "
+                    f"model (copy.deepcopy); a new TicketSearch needs the pruning made "
+                    f"permanent first (torch.nn.utils.prune.remove)") from None
             raise RuntimeError(f"parameter {name!r} is gone from the model; build a new "
                                f"TicketSearch after changing the model's structure") from None
 

@@ -597,6 +597,27 @@ def test_estimator_errors_name_the_problem(mnist, fresh_seed):
         bingo.TicketSearch(model, fraction=0.1, variants=1, reset_to="mean")
 
 
+def test_diverged_steps_are_named_instead_of_ranked(mnist, fresh_seed):
+    """Sums or kept examples holding inf/NaN would give scores at random: the estimators
+    say which tensor diverged (a step with inf gradients, as a GradScaler skips, or a
+    non-finite batch kept for calibration), and the scores of a clean search still come."""
+    model, search = _trained_search(mnist, fresh_seed, steps=4, proxy_every=1)
+    clean = search.significance("mag+reset")
+    x, y = mnist.train.images[:64], mnist.train.labels[:64]
+    _, kept = _trained_search(mnist, fresh_seed, steps=4, proxy_every=1, variants=0)
+    model.fc2.weight.grad[7, 3] = float("inf")  # what torch.amp leaves on a skipped step
+    search.step(x, y)
+    for estimator in ("fisher", "magnitude", "calibrated"):
+        with pytest.raises(FloatingPointError, match="fisher proxy of 'fc2.weight' holds inf"):
+            search.significance(estimator)
+    kept.step(torch.where(torch.rand_like(x) < 0.01, float("nan"), x), y)
+    n = len(kept.calibration_batch()[1])  # 5 steps of 64
+    with pytest.raises(FloatingPointError, match=f"non-finite loss on the {n} kept calibration"):
+        kept.significance("calibrated")
+    for n, scores in kept.significance("mag+reset").items():  # the proxies are still clean
+        assert torch.isfinite(scores).all() and scores.shape == clean[n].shape, n
+
+
 def test_step_without_gradients_warns_and_the_proxies_refuse(batch):
     model = build_model("paper-mlp")
     search = bingo.TicketSearch(model, fraction=0.1, variants=1)

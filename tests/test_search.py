@@ -277,7 +277,8 @@ def test_non_finite_loss_is_refused_and_nothing_changes(batch):
 
 def test_step_reads_a_replaced_module_and_refuses_a_missing_weight(batch):
     """Targets are looked up by name every step: a module swapped for one of the same
-    shape is what the proxies see; a target that stopped being a parameter is an error."""
+    shape is what the proxies see; a target masked by torch.nn.utils.prune, or gone, is
+    an error that says which and what to do."""
     model = lenet300()
     search = TicketSearch(model, fraction=0.1, variants=1, proxy_every=1)
     model.fc2 = nn.Linear(300, 100)
@@ -288,8 +289,34 @@ def test_step_reads_a_replaced_module_and_refuses_a_missing_weight(batch):
     g, w = model.fc2.weight.grad, model.fc2.weight.detach()
     torch.testing.assert_close(search.proxies.sums[i]["movement"], -g * w)
     torch.nn.utils.prune.random_unstructured(model.fc1, "weight", amount=0.5)
+    for ask in (lambda: search.step(x, y), lambda: search.significance("magnitude")):
+        with pytest.raises(RuntimeError, match="'fc1.weight' was masked through torch.nn.utils"
+                                               ".prune.*after this search was built"):
+            ask()
+    model.fc1 = nn.Identity()
     with pytest.raises(RuntimeError, match="'fc1.weight' is gone from the model; build a new"):
         search.step(x, y)
+
+
+def test_a_model_already_masked_by_torch_prune_is_refused_until_made_permanent(batch):
+    """A search reads plain parameters; on weights masked through torch.nn.utils.prune
+    (weight = weight_orig * weight_mask, as bingo.prune leaves them) it says so and how
+    to go on, and once the pruning is made permanent it searches the zeroed weights."""
+    model = lenet300()
+    torch.nn.utils.prune.l1_unstructured(model.fc1, "weight", amount=0.9)
+    torch.nn.utils.prune.l1_unstructured(model.fc3, "weight", amount=0.5)
+    with pytest.raises(ValueError, match=r"fc1.weight, fc3.weight are masked through torch.nn."
+                                         r"utils.prune.*prune.remove\(module, 'weight'\)"):
+        TicketSearch(model)
+    for module in (model.fc1, model.fc3):
+        torch.nn.utils.prune.remove(module, "weight")
+    search = TicketSearch(model, proxy_every=1)
+    x, y = batch
+    F.cross_entropy(model(x), y).backward()
+    search.step(x, y)
+    zeroed = model.fc1.weight == 0
+    assert zeroed.float().mean() >= 0.9
+    assert (search.proxies.sums[0]["movement"][zeroed] == 0).all()
 
 
 def test_load_refuses_a_format_3_state_that_sampled_movement(batch):
