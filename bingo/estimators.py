@@ -66,6 +66,8 @@ UNIT_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5)  # shares of hidden units "units" tries 
 SWAP_START = 50        # the first swap moves (pruned weights) / SWAP_START weights each way
 SWAP_ITERATIONS = 200  # at most this many measured swaps
 PREFIX_BYTES = 256 << 20  # activations a budget search keeps between its trials
+PAIR_LAYERS = 4   # up to this many targets, budget balancing tries every pair of layers
+PAIR_TRIALS = 4   # beyond, the pairs per round that single-layer probes rank best
 
 
 @dataclass
@@ -299,8 +301,14 @@ def _global_counts(scores: Scores, sparsity: float) -> Dict[str, int]:
 def balance_budgets(meter: _Meter, scores: Scores, sparsity: float) -> tuple:
     """Per-layer pruned counts with the measured loss as low as moving weight budget
     between pairs of layers can make it (the total stays round(sparsity * n)): start at
-    the global ranking's split, try every move of ``step`` weights from one layer to
-    another, keep the best improving one, halve the step when none improves."""
+    the global ranking's split, try moves of ``step`` weights from one layer to another,
+    keep the best improving one, halve the step when none improves.
+
+    Up to ``PAIR_LAYERS`` target tensors every ordered pair is tried each round (n(n-1)
+    masked forwards). Beyond, that grows too fast (a 2-layer transformer has 7 targets
+    and took ~600 forwards per candidate), so each round first probes every layer alone,
+    pruning ``step`` more and ``step`` fewer (2n forwards), and tries only the
+    ``PAIR_TRIALS`` pairs those probes predict to gain most."""
     ranks = layer_ranks(scores)
     sizes = {n: s.numel() for n, s in scores.items()}
     measured: Dict[tuple, float] = {}  # a third of the trials revisit a split (a move back)
@@ -311,23 +319,31 @@ def balance_budgets(meter: _Meter, scores: Scores, sparsity: float) -> tuple:
             measured[key] = meter.loss(ranks, split)
         return measured[key]
 
+    def moved(split: Dict[str, int], name: str, d: int) -> Dict[str, int]:
+        out = dict(split)
+        out[name] += d
+        return out
+
     pruned = _global_counts(scores, sparsity)
     best = loss(pruned)
     total = sum(pruned.values())
     step, smallest = max(1, total // 20), max(1, total // 2000)
     while step >= smallest:
+        pairs = [(a, b) for a in pruned for b in pruned if a != b]
+        if len(pruned) > PAIR_LAYERS:  # predicted change of moving budget from a to b
+            fewer = {a: loss(moved(pruned, a, -min(step, pruned[a]))) - best for a in pruned}
+            more = {b: loss(moved(pruned, b, min(step, sizes[b] - pruned[b]))) - best
+                    for b in pruned}
+            pairs = sorted(pairs, key=lambda p: fewer[p[0]] + more[p[1]])[:PAIR_TRIALS]
         move = None
-        for a in pruned:
-            for b in pruned:
-                d = min(step, pruned[a], sizes[b] - pruned[b])
-                if a == b or d <= 0:
-                    continue
-                trial = dict(pruned)
-                trial[a] -= d
-                trial[b] += d
-                value = loss(trial)
-                if value < best - 1e-7:
-                    best, move = value, trial
+        for a, b in pairs:
+            d = min(step, pruned[a], sizes[b] - pruned[b])
+            if d <= 0:
+                continue
+            trial = moved(moved(pruned, a, -d), b, d)
+            value = loss(trial)
+            if value < best - 1e-7:
+                best, move = value, trial
         if move is None:
             step //= 2
         else:

@@ -541,6 +541,32 @@ def test_budget_balancing_measures_each_split_once_and_ends_at_a_local_minimum(m
                 assert real_loss(ranks, trial) >= best - 1e-7
 
 
+def test_budget_balancing_of_many_layers_probes_them_and_tries_few_pairs(mnist, fresh_seed,
+                                                                       monkeypatch):
+    """Beyond PAIR_LAYERS targets a round probes each layer alone and measures only the
+    PAIR_TRIALS most promising pairs: fewer forwards than every pair (the gap grows as
+    n²), the total kept, a loss below the global ranking's split and near every pair's."""
+    torch.manual_seed(fresh_seed)
+    model = mlp([784, 61, 47, 33, 29, 17, 10])  # six targets: 30 ordered pairs
+    search = bingo.TicketSearch(model, seed=fresh_seed, calibration=256)
+    train_steps(model, mnist.train, 30, seed=fresh_seed, search=search)
+    scores = search.significance("mag+reset")
+    ranks = estimators.layer_ranks(scores)
+    runs = {}
+    for way, limit in (("probed", estimators.PAIR_LAYERS), ("every pair", 6)):
+        monkeypatch.setattr(estimators, "PAIR_LAYERS", limit)
+        meter = estimators._Meter(search)
+        pruned, best = estimators.balance_budgets(meter, scores, 0.85)
+        runs[way] = (pruned, best, meter.evaluations)
+        assert sum(pruned.values()) == round(0.85 * sum(x.numel() for x in scores.values()))
+        assert meter.loss(ranks, pruned) == best
+        start = estimators._global_counts(scores, 0.85)
+        assert best < meter.loss(ranks, start)  # six layers' budgets are never all right
+    probed, every = runs["probed"], runs["every pair"]
+    assert probed[2] < 0.8 * every[2], (probed[2], every[2])  # 16 forwards a round, not 30
+    assert probed[1] < 1.05 * every[1]  # as good a split, near enough
+
+
 def test_calibrated_swaps_only_what_lowers_the_measured_loss(mnist, fresh_seed):
     model, search = _trained_search(mnist, fresh_seed)
     before = snapshot(model)
