@@ -29,12 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bingo.compare import CompareJob
-from bingo.data import Split, batches, load_dataset
-from bingo.models import build_model
+from bingo.data import Split, batches
 from bingo.pruning import prune
-from bingo.training import accuracy, make_optimizer, train
-from refit_after_pruning import refit
+from bingo.training import accuracy, make_optimizer
+from refit_after_pruning import refit, searched_run
 
 Schedule = Callable[[float], float]  # fraction of the epoch done -> factor on the rate
 CONSTANT: Schedule = lambda f: 1.0  # noqa: E731
@@ -83,16 +81,7 @@ def main() -> None:
     print("|---:" * (len(variants) + 3) + "|")
     data = None
     for seed in (int(s) for s in args.seeds.split(",")):
-        job = CompareJob(model=args.model, data_dir=args.data_dir, optimizer=args.optimizer,
-                         lr=args.lr, methods=["bingo:calibrated"], sparsities=[args.sparsity],
-                         seed=seed)
-        data = data or load_dataset(job.dataset, job.data_dir)
-        torch.manual_seed(seed)
-        dense = build_model(job.model)
-        search = job.make_search(dense, ["calibrated"])
-        train(dense, data.train, epochs=job.epochs, batch_size=job.batch_size,
-              optimizer=make_optimizer(job.optimizer, dense.parameters(), job.lr), seed=seed,
-              after_step=search.step, progress=False)
+        data, dense, search = searched_run(args, seed, data)
         pruned = copy.deepcopy(dense)
         prune(pruned, search.significance("calibrated", sparsity=args.sparsity),
               sparsity=args.sparsity)
@@ -102,7 +91,7 @@ def main() -> None:
             m = copy.deepcopy(pruned)
             if v.get("refit"):
                 refit(dense, m, search.calibration_batch()[0], 1e-3)
-            finetune(m, data.train, optimizer=job.optimizer, lr=v.get("lr", args.lr),
+            finetune(m, data.train, optimizer=args.optimizer, lr=v.get("lr", args.lr),
                      seed=seed, schedule=v.get("schedule", CONSTANT),
                      teacher=dense if "distill" in v else None,
                      temperature=v.get("distill", 1.0))

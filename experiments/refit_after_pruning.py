@@ -69,6 +69,22 @@ def refit(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, ridge: float) ->
             layer.bias.copy_(bias.float())
 
 
+def searched_run(args: argparse.Namespace, seed: int, data=None) -> tuple:
+    """(data, trained model, its search): one training run with the default search, as
+    `bingo compare` trains it (same data order and initial weights), for ``args.model``,
+    ``args.optimizer``, ``args.lr`` and ``args.data_dir``; ``data`` reused when given."""
+    job = CompareJob(model=args.model, data_dir=args.data_dir, optimizer=args.optimizer,
+                     lr=args.lr, methods=["bingo:calibrated"], seed=seed)
+    data = data or load_dataset(job.dataset, job.data_dir)
+    torch.manual_seed(seed)
+    model = build_model(job.model)
+    search = job.make_search(model, ["calibrated"])
+    train(model, data.train, epochs=job.epochs, batch_size=job.batch_size,
+          optimizer=make_optimizer(job.optimizer, model.parameters(), job.lr), seed=seed,
+          after_step=search.step, progress=False)
+    return data, model, search
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
@@ -84,16 +100,7 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|")
     data = None
     for seed in (int(s) for s in args.seeds.split(",")):
-        job = CompareJob(model=args.model, data_dir=args.data_dir, optimizer=args.optimizer,
-                         lr=args.lr, methods=["bingo:calibrated"], sparsities=sparsities,
-                         seed=seed)
-        data = data or load_dataset(job.dataset, job.data_dir)
-        torch.manual_seed(seed)
-        model = build_model(job.model)
-        search = job.make_search(model, ["calibrated"])
-        train(model, data.train, epochs=job.epochs, batch_size=job.batch_size,
-              optimizer=make_optimizer(job.optimizer, model.parameters(), job.lr), seed=seed,
-              after_step=search.step, progress=False)
+        data, model, search = searched_run(args, seed, data)
         x, _ = search.calibration_batch()
         dense = 100 * accuracy(model, data.test)
         for s in sparsities:
