@@ -29,7 +29,7 @@ from .reference import SearchBatch, SearchPlan
 from .regression import SubsetRegression, features
 from .rules import SearchChange, Totals, get_rule
 from .subsets import LEVELS, fraction_to_threshold
-from .targets import select_targets
+from .targets import select_targets, torch_pruned
 
 METRICS = ("loss", "accuracy")
 RESET_TARGETS = ("init", "zero")
@@ -50,14 +50,13 @@ class SearchRecord:
 
 
 def _torch_pruned(model: nn.Module, name: str) -> bool:
-    """Whether ``name`` is masked through torch.nn.utils.prune (``<name>_orig`` and
-    ``<name>_mask`` on its module, the tensor itself recomputed before each forward)."""
+    """``targets.torch_pruned`` for a parameter name of ``model`` (False if its module is
+    gone)."""
     module_name, _, attr = name.rpartition(".")
     try:
-        module = model.get_submodule(module_name)
+        return torch_pruned(model.get_submodule(module_name), attr)
     except AttributeError:
         return False
-    return hasattr(module, attr + "_orig") and hasattr(module, attr + "_mask")
 
 
 class _Borrowed:

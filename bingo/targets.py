@@ -41,6 +41,12 @@ class Target:
         return view.expand(self.shape)
 
 
+def torch_pruned(module: nn.Module, attr: str) -> bool:
+    """Whether ``module.<attr>`` is masked through torch.nn.utils.prune (``<attr>_orig``
+    and ``<attr>_mask`` on the module, the tensor itself recomputed before each forward)."""
+    return hasattr(module, attr + "_orig") and hasattr(module, attr + "_mask")
+
+
 def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -66,7 +72,7 @@ def select_targets(model: nn.Module, *, granularity: str = "weight",
     for name, param in model.named_parameters():
         module_name, _, attr = name.rpartition(".")
         module = modules[module_name]
-        if attr.endswith("_orig") and hasattr(module, attr[:-5] + "_mask"):
+        if attr.endswith("_orig") and torch_pruned(module, attr[:-5]):
             attr = attr[:-5]  # pruned by torch.nn.utils.prune: the tensor is still `weight`
             name = f"{module_name}.{attr}" if module_name else attr
         if include_l:
