@@ -2,12 +2,13 @@
 from . import estimators, export
 from .dispatch import available_backends, select_backend
 from .estimators import ESTIMATORS
+from .gradual import GradualPruning
 from .pruning import PruneReport, prune
 from .rules import RULES
 from .search import SearchRecord, TicketSearch
 from .targets import select_targets
 
 __version__ = "0.1.0"
-__all__ = ["TicketSearch", "SearchRecord", "prune", "PruneReport", "RULES", "select_targets",
-           "available_backends", "select_backend", "ESTIMATORS", "estimators", "export",
-           "__version__"]
+__all__ = ["TicketSearch", "SearchRecord", "prune", "PruneReport", "GradualPruning", "RULES",
+           "select_targets", "available_backends", "select_backend", "ESTIMATORS", "estimators",
+           "export", "__version__"]

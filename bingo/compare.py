@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,7 @@ from .baselines.scores import (grasp_scores, magnitude_scores, random_scores, sn
                                synflow_scores)
 from .data import load_dataset
 from .estimators import ESTIMATORS
+from .gradual import RAMP_SHARE, ramp_from_scores
 from .jobs import RunSetup, environment
 from .models import build_model
 from .pruning import current_masks, prune
@@ -67,6 +69,8 @@ class CompareJob(RunSetup):
     sparsities: Sequence[float] = (0.5, 0.74, 0.88, 0.95)
     min_accuracy: Optional[float] = None
     finetune_epochs: int = 0           # after one-shot pruning (bingo, magnitude)
+    finetune_ramp: float = 0.0         # > 1: the fine-tune starts at this many times the
+                                       # goal's kept weights and prunes on (bingo.gradual)
     imp_rate: float = 0.2
     imp_scope: str = "layer"           # output layer at half the rate
     rewind_step: int = 0
@@ -87,6 +91,10 @@ class CompareJob(RunSetup):
                 raise ValueError(f"sparsity {s} is not a fraction in (0, 1)")
         if not self.sparsities and self.min_accuracy is None:
             raise ValueError("give --sparsities, --min-accuracy, or both")
+        if self.finetune_ramp and (self.finetune_ramp <= 1.0 or self.finetune_epochs < 1):
+            raise ValueError(f"finetune_ramp {self.finetune_ramp} needs finetune_epochs >= 1 "
+                             f"and a value above 1 (e.g. 4: start the fine-tune with 4x the "
+                             f"goal's kept weights); 0 prunes in one shot before it")
 
     def row_estimators(self) -> List[str]:
         """The estimator of each BINGO row (``bingo``: the job's estimator)."""
@@ -98,8 +106,9 @@ class CompareJob(RunSetup):
         goal = "_".join(f"s{s}" for s in self.sparsities)
         if self.min_accuracy is not None:
             goal += f"_acc{self.min_accuracy}"
+        ramp = f"_ramp{self.finetune_ramp}" if self.finetune_ramp else ""
         return (f"compare_{self.model}_{self.dataset}_{self.optimizer}{self.lr}_e{self.epochs}_"
-                f"b{self.batch_size}_{goal}_ft{self.finetune_epochs}_seed{self.seed}")
+                f"b{self.batch_size}_{goal}_ft{self.finetune_epochs}{ramp}_seed{self.seed}")
 
 
 @dataclass
@@ -173,9 +182,18 @@ def _one_shot(h: _Harness, result: MethodResult, model: nn.Module,
     result.dense_test_accuracy, result.dense_val_accuracy = h.test(model), h.val(model)
     for s in job.sparsities:
         m = copy.deepcopy(model)
-        prune(m, scores_at(s), sparsity=s)
+        ramp = None
+        if job.finetune_ramp:
+            steps = math.ceil(len(h.train_split) / job.batch_size) * job.finetune_epochs
+            ramp = ramp_from_scores(m, scores_at(s), s, job.finetune_ramp,
+                                    max(1, round(RAMP_SHARE * steps)))
+        else:
+            prune(m, scores_at(s), sparsity=s)
         if job.finetune_epochs:
-            h.train(m, epochs=job.finetune_epochs, description=f"fine-tune {result.method}")
+            h.train(m, epochs=job.finetune_epochs, after_step=ramp,
+                    description=f"fine-tune {result.method}")
+        if ramp is not None:
+            ramp.finish()
         h.point(result, m, s)
     if job.min_accuracy is not None:
         m = copy.deepcopy(model)
