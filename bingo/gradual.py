@@ -78,7 +78,9 @@ class GradualPruning:
             if more > 0:
                 size = torch.where(mask != 0, orig.abs(), torch.full_like(orig, torch.inf))
                 lowest = torch.sort(size.reshape(-1), stable=True).indices[:more]
-                mask.view(-1)[lowest] = 0
+                flat = mask.reshape(-1).clone()
+                flat[lowest] = 0
+                mask.copy_(flat.view_as(mask))
             setattr(module, attr, orig * mask)  # as the forward pre-hook would
 
 

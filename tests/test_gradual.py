@@ -56,14 +56,16 @@ def test_ramp_follows_the_cubic_schedule_and_prunes_the_smallest_kept_weights(fr
 
 def test_finish_reaches_the_budgets_when_training_stops_early(fresh_seed):
     torch.manual_seed(fresh_seed)
-    model = nn.Sequential(nn.Linear(19, 13), nn.Tanh(), nn.Linear(13, 7))
-    ramp = GradualPruning(model, {"0.weight": 0.9, "2.weight": 0.35}, steps=50)
+    model = nn.Sequential(nn.Conv2d(3, 7, 3), nn.Tanh(), nn.Flatten(), nn.Linear(7 * 9, 5))
+    ramp = GradualPruning(model, {"0.weight": 0.9, "3.weight": 0.35}, steps=50)
     for _ in range(11):
         ramp()
-    assert _pruned(model[0]) < round(0.9 * 19 * 13)
+    assert _pruned(model[0]) < round(0.9 * 7 * 3 * 3 * 3)
     ramp.finish()
-    assert (_pruned(model[0]), _pruned(model[2])) == (round(0.9 * 19 * 13), round(0.35 * 13 * 7))
-    assert model[0].bias is not None and not hasattr(model[0], "bias_mask")
+    assert (_pruned(model[0]), _pruned(model[3])) == (round(0.9 * 7 * 27), round(0.35 * 5 * 63))
+    assert model(torch.randn(2, 3, 5, 5)).shape == (2, 5)
+    assert torch.equal(model[0].weight, model[0].weight_orig * model[0].weight_mask)
+    assert not hasattr(model[0], "bias_mask")
 
 
 def test_ramp_refuses_budgets_it_cannot_reach_with_the_fix():
