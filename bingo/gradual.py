@@ -39,7 +39,7 @@ class GradualPruning:
             raise ValueError("budgets is empty: name the tensors to prune, {name: sparsity}")
         self.steps, self.every, self.calls = steps, every, 0
         self.layers: Dict[str, tuple] = {}  # name -> (module, attr, start count, goal count)
-        for name, budget in budgets.items():
+        for name, budget in budgets.items():  # every check before the model is touched
             if not 0.0 <= budget <= 1.0:
                 raise ValueError(f"budget for {name!r} is {budget}; give a sparsity in [0, 1]")
             module_name, _, attr = name.rpartition(".")
@@ -48,16 +48,20 @@ class GradualPruning:
             except AttributeError:
                 raise KeyError(f"budgets name {name!r} but the model has no module "
                                f"{module_name!r}") from None
-            if not isinstance(getattr(module, attr, None), torch.Tensor):
+            weight = getattr(module, attr, None)
+            if not isinstance(weight, torch.Tensor):
                 raise KeyError(f"budgets name {name!r} but the model has no such parameter")
+            mask = getattr(module, attr + "_mask", None)
+            start = 0 if mask is None else int((mask == 0).sum())
+            goal = round(budget * weight.numel())
+            if goal < start:
+                raise ValueError(f"{name!r} is already {start / weight.numel():.2%} pruned, "
+                                 f"above its budget {budget:.2%}; masks only grow, so raise "
+                                 f"the budget")
+            self.layers[name] = (module, attr, start, goal)
+        for module, attr, _, _ in self.layers.values():
             if not hasattr(module, attr + "_mask"):
                 torch_prune.identity(module, attr)
-            mask = getattr(module, attr + "_mask")
-            start, goal = int((mask == 0).sum()), round(budget * mask.numel())
-            if goal < start:
-                raise ValueError(f"{name!r} is already {start / mask.numel():.2%} pruned, above "
-                                 f"its budget {budget:.2%}; masks only grow, so raise the budget")
-            self.layers[name] = (module, attr, start, goal)
 
     def __call__(self, x: object = None, y: object = None) -> None:
         i = self.calls

@@ -78,7 +78,8 @@ def test_ramp_refuses_budgets_it_cannot_reach_with_the_fix():
     with pytest.raises(KeyError, match="no module 'fc9'"):
         GradualPruning(model, {"fc9.weight": 0.5}, steps=10)
     with pytest.raises(KeyError, match="no such parameter"):
-        GradualPruning(model, {"2.scale": 0.5}, steps=10)
+        GradualPruning(model, {"2.weight": 0.5, "2.scale": 0.5}, steps=10)
+    assert not hasattr(model[2], "weight_mask"), "a refused ramp changed the model"
     with pytest.raises(ValueError, match="steps and every must be >= 1"):
         GradualPruning(model, {"2.weight": 0.5}, steps=0)
     with pytest.raises(ValueError, match="budgets is empty"):
