@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,7 +43,7 @@ from .jobs import RunSetup, environment
 from .models import build_model
 from .pruning import current_masks, prune
 from .targets import select_targets
-from .training import accuracy, make_optimizer, train
+from .training import accuracy, make_optimizer, steps_per_epoch, train
 
 METHODS = ("bingo", "imp", "magnitude", "random", "smart-ratio", "hybrid", "snip", "grasp",
            "synflow")
@@ -184,7 +183,7 @@ def _one_shot(h: _Harness, result: MethodResult, model: nn.Module,
         m = copy.deepcopy(model)
         ramp = None
         if job.finetune_ramp:
-            steps = math.ceil(len(h.train_split) / job.batch_size) * job.finetune_epochs
+            steps = steps_per_epoch(h.train_split, job.batch_size) * job.finetune_epochs
             ramp = ramp_from_scores(m, scores_at(s), s, job.finetune_ramp,
                                     max(1, round(RAMP_SHARE * steps)))
         else:

@@ -5,9 +5,8 @@ Why: one-shot pruning of LeNet-300-100 to 95% followed by one fine-tune epoch la
 0.37 points below IMP (four seeds); starting the epoch from the method's own mask at
 4x the goal's kept weights and pruning on to the method's layer budgets during its
 first half brings it to 0.07 below (0.33 at worst; docs/results.md, *One fine-tune
-epoch against IMP*). Masks
-only grow, through ``torch.nn.utils.prune`` buffers, so the model stays an ordinary
-pruned model.
+epoch against IMP*). Masks only grow, through ``torch.nn.utils.prune`` buffers, so the
+model stays an ordinary pruned model.
 """
 from __future__ import annotations
 

@@ -33,6 +33,11 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.9) -> torch
     raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
+def steps_per_epoch(split: Split, batch_size: int) -> int:
+    """Optimizer steps in one epoch of ``train`` (the last batch may be short)."""
+    return math.ceil(len(split) / batch_size)
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, split: Split, batch_size: int = 2048) -> float:
     """Top-1 accuracy on a split, in eval mode; the model's mode is restored."""
@@ -56,12 +61,11 @@ def train(model: nn.Module, split: Split, *, epochs: int, batch_size: int,
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     generator = torch.Generator().manual_seed(seed)
-    steps_per_epoch = math.ceil(len(split) / batch_size)
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=epochs * steps_per_epoch, desc=description, unit="step",
-                   disable=not sys.stderr.isatty(), leave=False)
+        bar = tqdm(total=epochs * steps_per_epoch(split, batch_size), desc=description,
+                   unit="step", disable=not sys.stderr.isatty(), leave=False)
     model.train()
     start, hook_seconds, steps, loss_value = time.perf_counter(), 0.0, 0, float("nan")
     try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 from typing import Callable, Dict, Optional
 
 import torch
@@ -31,7 +30,7 @@ from torch import nn
 
 from bingo.data import Split, batches
 from bingo.pruning import prune
-from bingo.training import accuracy, make_optimizer
+from bingo.training import accuracy, make_optimizer, steps_per_epoch
 from refit_after_pruning import refit, searched_run
 
 Schedule = Callable[[float], float]  # fraction of the epoch done -> factor on the rate
@@ -44,7 +43,7 @@ def finetune(model: nn.Module, split: Split, *, optimizer: str, lr: float, seed:
     """One epoch in ``bingo.training.train``'s data order, with a rate schedule and an
     optional distillation term (the one thing ``train`` does not offer)."""
     opt = make_optimizer(optimizer, model.parameters(), lr)
-    steps = math.ceil(len(split) / 64)
+    steps = steps_per_epoch(split, 64)
     model.train()
     for i, (x, y) in enumerate(batches(split, 64, torch.Generator().manual_seed(seed))):
         opt.param_groups[0]["lr"] = lr * schedule(i / steps)
