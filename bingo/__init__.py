@@ -4,11 +4,13 @@ from .dispatch import available_backends, select_backend
 from .estimators import ESTIMATORS
 from .gradual import GradualPruning
 from .pruning import PruneReport, prune
+from .refit import RefitReport, prune_and_refit, refit
 from .rules import RULES
 from .search import SearchRecord, TicketSearch
 from .targets import select_targets
 
 __version__ = "0.1.0"
-__all__ = ["TicketSearch", "SearchRecord", "prune", "PruneReport", "GradualPruning", "RULES",
+__all__ = ["TicketSearch", "SearchRecord", "prune", "PruneReport", "refit", "prune_and_refit",
+           "RefitReport", "GradualPruning", "RULES",
            "select_targets", "available_backends", "select_backend", "ESTIMATORS", "estimators",
            "export", "__version__"]

@@ -98,6 +98,11 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
                         "(default %(default)s)")
     p.add_argument("--estimator", choices=ESTIMATORS, default=d.estimator,
                    help="how searches and gradient proxies become scores (bingo.estimators)")
+    p.add_argument("--refit", action="store_true",
+                   help="after one-shot pruning, solve each pruned layer's kept weights by "
+                        "least squares so its outputs on the kept training examples match "
+                        "the dense network's (bingo.refit; no gradient step, masks unchanged; "
+                        "in compare: the bingo and magnitude rows)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-limit", type=_positive, default=None,
                    help="train on only the first N training images (quick runs)")
@@ -158,6 +163,9 @@ def summary(result: dict) -> str:
         ("sparsity", f"{result['sparsity']:.2%} of prunable weights"),
         ("test accuracy", f"{result['dense_accuracy']:.2%} dense -> {result['pruned_accuracy']:.2%} pruned"),
         ("val accuracy", f"{result['dense_val_accuracy']:.2%} dense -> {result['pruned_val_accuracy']:.2%} pruned"),
+        *([("refit", f"val {result['refit']['accuracy_before']:.2%} pruned -> "
+                     f"{result['refit']['accuracy_after']:.2%} refit, "
+                     f"{result['refit']['seconds']:.1f} s")] if result.get("refit") else []),
         ("per layer", ", ".join(f"{k} {v:.1%}" for k, v in result["per_layer"].items())),
         ("seconds", f"train {result['train_seconds']:.1f}, search {result['search_seconds']:.1f}, "
                     f"score {result['score_seconds']:.1f}, prune {result['prune_seconds']:.1f}, "

@@ -5,7 +5,9 @@ floor. Writes results.json, results.md (the table) and accuracy_vs_sparsity.png.
 How each family meets a sparsity s (test accuracy reported, choices made on validation):
 
 * after training, one shot (``bingo``, ``magnitude``): train once (BINGO with its ticket
-  search), then prune the trained weights to s, optionally fine-tune. ``bingo`` scores
+  search), then prune the trained weights to s, optionally refit the kept weights by least
+  squares (``--refit``, on the first ``calibration`` training images for every method),
+  optionally fine-tune. ``bingo`` scores
   with the job's estimator; ``bingo:<estimator>`` rows score the same training run with
   another (bingo.estimators), except ``bingo:units``, whose neuron searches need a run
   of their own. A row's seconds include the shared training;
@@ -37,11 +39,12 @@ from .baselines.budgets import smart_ratio
 from .baselines.scores import (grasp_scores, magnitude_scores, random_scores, snip_scores,
                                synflow_scores)
 from .data import load_dataset
-from .estimators import ESTIMATORS
+from .estimators import ESTIMATORS, REFIT_AWARE
 from .gradual import RAMP_SHARE, ramp_from_scores
 from .jobs import RunSetup, environment
 from .models import build_model
 from .pruning import current_masks, prune
+from .refit import prune_and_refit
 from .targets import select_targets
 from .training import accuracy, make_optimizer, steps_per_epoch, train
 
@@ -90,6 +93,9 @@ class CompareJob(RunSetup):
                 raise ValueError(f"sparsity {s} is not a fraction in (0, 1)")
         if not self.sparsities and self.min_accuracy is None:
             raise ValueError("give --sparsities, --min-accuracy, or both")
+        if self.refit and self.finetune_ramp:
+            raise ValueError("--refit solves the kept weights of a one-shot mask, and "
+                             "--finetune-ramp changes the mask during the fine-tune: give one")
         if self.finetune_ramp and (self.finetune_ramp <= 1.0 or self.finetune_epochs < 1):
             raise ValueError(f"finetune_ramp {self.finetune_ramp} needs finetune_epochs >= 1 "
                              f"and a value above 1 (e.g. 4: start the fine-tune with 4x the "
@@ -106,8 +112,9 @@ class CompareJob(RunSetup):
         if self.min_accuracy is not None:
             goal += f"_acc{self.min_accuracy}"
         ramp = f"_ramp{self.finetune_ramp}" if self.finetune_ramp else ""
+        refit = "_refit" if self.refit else ""
         return (f"compare_{self.model}_{self.dataset}_{self.optimizer}{self.lr}_e{self.epochs}_"
-                f"b{self.batch_size}_{goal}_ft{self.finetune_epochs}{ramp}_seed{self.seed}")
+                f"b{self.batch_size}_{goal}{refit}_ft{self.finetune_epochs}{ramp}_seed{self.seed}")
 
 
 @dataclass
@@ -162,11 +169,18 @@ class _Harness:
     def test(self, model: nn.Module) -> float:
         return accuracy(model, self.data.test)
 
-    def point(self, result: MethodResult, model: nn.Module, sparsity: float) -> None:
+    def point(self, result: MethodResult, model: nn.Module, sparsity: float,
+              **extra: Any) -> None:
         p = {"sparsity": sparsity, "val_accuracy": self.val(model),
-             "test_accuracy": self.test(model)}
+             "test_accuracy": self.test(model), **extra}
         result.points.append(p)
         self.log(f"  {result.method:12s} sparsity {sparsity:.3f}: test {p['test_accuracy']:.4f}")
+
+    def refit_examples(self) -> Dict[str, torch.Tensor]:
+        """What ``--refit`` solves on, the same for every method: the first ``calibration``
+        training images (their labels decide whether the refit is kept)."""
+        n = self.job.calibration
+        return {"examples": self.train_split.images[:n], "labels": self.train_split.labels[:n]}
 
     def scoring_batch(self):
         n = min(self.job.score_batch, len(self.train_split))
@@ -176,16 +190,22 @@ class _Harness:
 def _one_shot(h: _Harness, result: MethodResult, model: nn.Module,
               scores_at: Callable[[Optional[float]], Dict[str, torch.Tensor]]) -> None:
     """Prune trained weights by ``scores_at(s)`` to each sparsity s, and/or down to the floor
-    (``scores_at(None)``: the scores for a bisection)."""
+    (``scores_at(None)``: the scores for a bisection); with ``refit``, each mask's kept
+    weights are then solved against the trained model (bingo.refit)."""
     job = h.job
     result.dense_test_accuracy, result.dense_val_accuracy = h.test(model), h.val(model)
     for s in job.sparsities:
         m = copy.deepcopy(model)
-        ramp = None
+        ramp, extra = None, {}
         if job.finetune_ramp:
             steps = steps_per_epoch(h.train_split, job.batch_size) * job.finetune_epochs
             ramp = ramp_from_scores(m, scores_at(s), s, job.finetune_ramp,
                                     max(1, round(RAMP_SHARE * steps)))
+        elif job.refit:
+            _, fit = prune_and_refit(m, scores_at(s), sparsity=s, evaluate=h.test,
+                                     **h.refit_examples())
+            extra = {"test_accuracy_before_refit": fit.accuracy_before,
+                     "refit_kept": fit.kept, "refit_seconds": fit.seconds}
         else:
             prune(m, scores_at(s), sparsity=s)
         if job.finetune_epochs:
@@ -193,11 +213,17 @@ def _one_shot(h: _Harness, result: MethodResult, model: nn.Module,
                     description=f"fine-tune {result.method}")
         if ramp is not None:
             ramp.finish()
-        h.point(result, m, s)
+        h.point(result, m, s, **extra)
     if job.min_accuracy is not None:
         m = copy.deepcopy(model)
-        report = prune(m, scores_at(None), min_accuracy=job.min_accuracy, evaluate=h.val)
-        result.threshold = {"sparsity": report.sparsity, "val_accuracy": report.accuracy_after,
+        goal = dict(min_accuracy=job.min_accuracy, evaluate=h.val)
+        if job.refit:
+            report, fit = prune_and_refit(m, scores_at(None), **h.refit_examples(), **goal)
+            val = fit.accuracy_after
+        else:
+            report = prune(m, scores_at(None), **goal)
+            val = report.accuracy_after
+        result.threshold = {"sparsity": report.sparsity, "val_accuracy": val,
                             "test_accuracy": h.test(m), "how": "bisection on validation"}
 
 
@@ -235,12 +261,15 @@ def train_and_score(h: "_Harness", method: str, search_data: Optional[Callable] 
         model, search, reused = _searched(h, estimator, search_data)
 
         def scores_at(sparsity: Optional[float]) -> Dict[str, torch.Tensor]:
-            scores = search.significance(estimator, sparsity=sparsity)
+            scores = search.significance(estimator, sparsity=sparsity,
+                                         refit=h.job.refit and estimator in REFIT_AWARE)
             if estimator == "calibrated":
                 c = search.last_calibration
                 h.calibrations.append({"method": method, **asdict(c)})
                 h.log(f"  {method:12s} calibrated at {c.sparsity:.3f}: chose {c.chosen} "
-                      f"(loss {c.losses[c.chosen]:.4f}, {c.evaluations} evaluations)")
+                      f"(loss {c.losses[c.chosen]:.4f}, {c.evaluations} evaluations)"
+                      + (f"; for the refit {c.refit_chosen} (loss after refit "
+                         f"{c.refit_losses[c.refit_chosen]:.4f})" if c.refit_chosen else ""))
             if estimator == "regression" and h.regression is None:
                 h.regression = search.regression.report()
                 h.log(f"  {method:12s} fit on {h.regression['observations']} searches: "

@@ -15,10 +15,11 @@ import torch
 
 from . import __version__
 from .data import load_dataset
-from .estimators import MEASURING_ESTIMATORS, SEARCH_ESTIMATORS
+from .estimators import MEASURING_ESTIMATORS, REFIT_AWARE, SEARCH_ESTIMATORS
 from .models import build_model
 from .proxies import DEFAULT_PROXY_EVERY
 from .pruning import prune
+from .refit import prune_and_refit
 from .search import DEFAULT_CALIBRATION, TicketSearch
 from .training import accuracy, make_optimizer, train
 
@@ -48,6 +49,7 @@ class RunSetup:
     regression_every: int = 0          # feed bingo.regression every n steps (0: off)
     calibration: int = DEFAULT_CALIBRATION  # recent training examples kept (calibrated, units)
     estimator: str = "calibrated"  # how the search's evidence becomes scores (bingo.estimators)
+    refit: bool = False                # after one-shot pruning, refit kept weights (bingo.refit)
     seed: int = 0
     train_limit: Optional[int] = None  # use only the first N training images (quick runs, tests)
 
@@ -93,6 +95,10 @@ class RunSetup:
             raise ValueError("the regression estimator fits the searches: give "
                              "--regression-every N (e.g. 4), --variants >= 2 and weight "
                              "granularity")
+        if self.refit and self.calibration == 0:
+            raise ValueError("--refit solves the kept weights on the most recent training "
+                             "examples, and --calibration 0 keeps none: give --calibration N "
+                             f"({DEFAULT_CALIBRATION} if omitted)")
 
 
 @dataclass
@@ -118,7 +124,7 @@ class PruneJob(RunSetup):
                 f"k{self.variants_for([self.estimator])}_"
                 f"p{self.fraction}_{self.metric}_{self.granularity}_{self.rule}_{self.reset_to}_"
                 f"{self.estimator}{'' if self.movement else '_nomove'}_r{self.regression_every}_"
-                f"{goal}_seed{self.seed}")
+                f"{goal}{'_refit' if self.refit else ''}_seed{self.seed}")
 
 
 def environment() -> Dict[str, Any]:
@@ -145,11 +151,17 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
                   description=f"train+search {job.model}")
     dense_test = accuracy(model, data.test)
     scoring = time.perf_counter()
-    scores = search.significance(job.estimator, sparsity=target["sparsity"])
+    scores = search.significance(job.estimator, sparsity=target["sparsity"],
+                                 refit=job.refit and job.estimator in REFIT_AWARE)
     score_seconds = time.perf_counter() - scoring
-    report = prune(model, scores, sparsity=target["sparsity"],
-                   min_accuracy=target["min_accuracy"], evaluate=lambda m: accuracy(m, data.val),
-                   scope=job.scope)
+    goal = dict(sparsity=target["sparsity"], min_accuracy=target["min_accuracy"],
+                evaluate=lambda m: accuracy(m, data.val), scope=job.scope)
+    fit = None
+    if job.refit:  # on the search's kept examples: what a training loop already holds
+        examples, labels = search.calibration_batch()
+        report, fit = prune_and_refit(model, scores, examples, labels=labels, **goal)
+    else:
+        report = prune(model, scores, **goal)
     pruned_test = accuracy(model, data.test)
     return {
         "method": "bingo",
@@ -161,7 +173,8 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         "dense_accuracy": dense_test,
         "pruned_accuracy": pruned_test,
         "dense_val_accuracy": report.accuracy_before,
-        "pruned_val_accuracy": report.accuracy_after,
+        "pruned_val_accuracy": report.accuracy_after if fit is None else fit.accuracy_after,
+        "refit": fit.to_dict() if fit is not None else None,
         "per_layer": {k: v.sparsity for k, v in report.layers.items()},
         "train_seconds": stats.seconds - stats.hook_seconds,
         "search_seconds": search.search_seconds,

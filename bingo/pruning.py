@@ -6,6 +6,7 @@ Weights already masked by an earlier prune count as pruned first.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Union
@@ -185,22 +186,34 @@ def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
 def _bisect(model, items, scope, order, evaluate, min_accuracy, tolerance, report) -> float:
     """Largest sparsity (to ``tolerance``) whose masked accuracy stays >= min_accuracy."""
     def accuracy_at(s: float) -> float:
-        acc = _evaluate_masked(model, items, _masks_at(items, s, scope, order), evaluate)
-        report.evaluations.append({"sparsity": s, "accuracy": acc})
+        return _evaluate_masked(model, items, _masks_at(items, s, scope, order), evaluate)
+
+    return bisect_sparsity(accuracy_at, min_accuracy, report.accuracy_before, tolerance,
+                           report.evaluations)
+
+
+def bisect_sparsity(accuracy_at: Callable[[float], float], min_accuracy: float,
+                    dense_accuracy: float, tolerance: float,
+                    evaluations: List[Dict[str, float]]) -> float:
+    """Largest sparsity in [0, 1] (to ``tolerance``) with ``accuracy_at(s) >= min_accuracy``,
+    assuming accuracy falls as sparsity rises; each evaluation is appended to
+    ``evaluations``. Refuses a floor the unpruned model (``dense_accuracy``) misses."""
+    def measured(s: float) -> float:
+        acc = float(accuracy_at(s))
+        evaluations.append({"sparsity": s, "accuracy": acc})
         return acc
 
-    dense = report.accuracy_before
-    if dense < min_accuracy:
+    if dense_accuracy < min_accuracy:
         raise ValueError(
-            f"unreachable accuracy threshold: the unpruned model already scores {dense:.4f} "
-            f"< min_accuracy {min_accuracy:.4f} on the evaluation data; lower min_accuracy "
-            f"(or train longer)")
+            f"unreachable accuracy threshold: the unpruned model already scores "
+            f"{dense_accuracy:.4f} < min_accuracy {min_accuracy:.4f} on the evaluation data; "
+            f"lower min_accuracy (or train longer)")
     lo, hi = 0.0, 1.0
-    if accuracy_at(hi) >= min_accuracy:
+    if measured(hi) >= min_accuracy:
         return hi
     while hi - lo > tolerance:
         mid = (lo + hi) / 2
-        if accuracy_at(mid) >= min_accuracy:
+        if measured(mid) >= min_accuracy:
             lo = mid
         else:
             hi = mid
@@ -226,3 +239,12 @@ def current_masks(model: nn.Module, names) -> Dict[str, torch.Tensor]:
         out[name] = (mask != 0).clone() if mask is not None else \
             torch.ones_like(getattr(module, attr), dtype=torch.bool)
     return out
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also copies a pruned model: ``torch.nn.utils.prune`` keeps the
+    masked weight as a computed tensor, which deepcopy refuses; it is copied detached (the
+    next forward recomputes it from ``weight_orig`` and ``weight_mask`` anyway)."""
+    memo = {id(v): v.detach().clone() for m in model.modules() for v in vars(m).values()
+            if isinstance(v, torch.Tensor) and not v.is_leaf}
+    return copy.deepcopy(model, memo)

@@ -375,17 +375,18 @@ class TicketSearch:
             out[t.name] = score.to(device=like.device, dtype=like.dtype).contiguous()
         return out
 
-    def significance(self, estimator: str = "calibrated", *,
-                     sparsity: Optional[float] = None) -> Dict[str, torch.Tensor]:
+    def significance(self, estimator: str = "calibrated", *, sparsity: Optional[float] = None,
+                     refit: bool = False) -> Dict[str, torch.Tensor]:
         """{parameter name: score} with each parameter's shape; higher = more important.
 
         ``estimator`` names how searches and proxies become scores (see
         :mod:`bingo.estimators`; "search" is the rule's scores alone). The calibrated
         estimator (the default) chooses its proxy and layer budgets for the sparsity you
-        will prune to: pass it (default 0.9).
+        will prune to: pass it (default 0.9). With ``refit=True`` it chooses the mask best
+        after ``bingo.refit`` (pass it when you will refit the pruned model).
         """
         from .estimators import estimate
-        return estimate(self, estimator, sparsity=sparsity)
+        return estimate(self, estimator, sparsity=sparsity, refit=refit)
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> Dict[str, Any]:

@@ -11,7 +11,7 @@ results.json and results.md under --out/<model>_<optimizer>/); the summary table
 reset proxies from every step (movement always is; the library's default is every 3rd);
 no random-subset searches are then needed: K = 0. ``--estimators calibrated
 --no-movement`` measures the default without the movement proxy (its every-step pass
-skipped).
+skipped). ``--refit`` refits every row's one-shot mask by least squares (bingo.refit).
 """
 import argparse
 import json
@@ -44,6 +44,9 @@ def main() -> None:
     parser.add_argument("--movement", action=argparse.BooleanOptionalAction, default=True,
                         help="collect the movement proxy (--no-movement: the cheaper search; "
                              "give --estimators without movement and its mixture)")
+    parser.add_argument("--refit", action="store_true",
+                        help="refit each one-shot mask's kept weights by least squares "
+                             "(bingo.refit), every row alike")
     parser.add_argument("--table-only", action="store_true",
                         help="rewrite matrix.md from --out/matrix.json without running")
     args = parser.parse_args()
@@ -61,7 +64,7 @@ def main() -> None:
                              data_dir=args.data_dir, methods=methods, sparsities=SPARSITIES,
                              regression_every=REGRESSION_EVERY if "regression" in chosen else 0,
                              proxy_every=args.proxy_every, movement=args.movement,
-                             seed=args.seed)
+                             refit=args.refit, seed=args.seed)
             results = run_compare(job, progress=False)
             write_outputs(results, args.out / f"{model}_{opt}")
             cells[f"{model}_{opt}"] = results

@@ -1,12 +1,10 @@
-"""What a least-squares refit of the kept weights adds to one-shot pruning (not a
-library feature: a measurement behind docs/results.md, *LeNet-SGD*).
+"""What a least-squares refit of the kept weights (``bingo.refit``) adds to one-shot
+pruning: the measurement behind docs/results.md, *LeNet-SGD*.
 
 For each seed: one training run with the default search (K = 0, as `bingo compare`
 trains it: same data order and initial weights), its weights pruned one-shot by the calibrated estimator and by magnitude at
-each sparsity, then every Linear layer in turn refit: its kept weights and bias solved
-in closed form (ridge ``--ridge`` times the mean diagonal) so that its pre-activations
-on the search's kept examples, fed by the already refit layers before it, match the
-dense network's. No gradient step; the masks do not change. Prints one Markdown row per
+each sparsity, then refit by ``bingo.refit`` on the search's kept examples (ridge
+``--ridge``). No gradient step; the masks do not change. Prints one Markdown row per
 (seed, sparsity) with the test accuracies one-shot and refit.
 
     python experiments/refit_after_pruning.py --data-dir ../shared/data --seeds 0,1,2
@@ -15,58 +13,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-from typing import Dict, List
 
 import torch
-from torch import nn
 
 from bingo.compare import CompareJob
 from bingo.data import load_dataset
 from bingo.models import build_model
 from bingo.pruning import prune
+from bingo.refit import refit
 from bingo.training import accuracy, make_optimizer, train
-
-
-def _linears(model: nn.Module) -> List[nn.Linear]:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
-
-
-def _inputs(model: nn.Module, layers: List[nn.Linear], x: torch.Tensor) -> Dict[int, torch.Tensor]:
-    """Each listed layer's input on ``x``, flattened to [examples, features]."""
-    seen: Dict[int, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(
-        lambda mod, inp, out, i=i: seen.__setitem__(i, inp[0].reshape(len(inp[0]), -1)))
-        for i, m in enumerate(layers)]
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return seen
-
-
-def refit(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, ridge: float) -> None:
-    """Refit ``pruned``'s Linear layers in place, first to last (see the module doc)."""
-    targets = _linears(dense)
-    wanted = {i: inp @ m.weight.detach().T + m.bias.detach()
-              for (i, inp), m in zip(sorted(_inputs(dense, targets, x).items()), targets)}
-    layers = _linears(pruned)
-    for i, layer in enumerate(layers):
-        inp = _inputs(pruned, layers, x)[i].double()
-        a = torch.cat([inp, torch.ones(len(inp), 1, dtype=inp.dtype)], 1)
-        gram, rhs = a.T @ a / len(a), a.T @ wanted[i].double() / len(a)
-        mask = getattr(layer, "weight_mask", torch.ones_like(layer.weight)).bool()
-        weight = getattr(layer, "weight_orig", layer.weight).detach().double().clone()
-        bias = layer.bias.detach().double().clone()
-        for row in range(weight.shape[0]):
-            kept = torch.cat([mask[row], torch.tensor([True])]).nonzero().squeeze(1)
-            g = gram[kept][:, kept]
-            g = g + ridge * g.diagonal().mean() * torch.eye(len(kept), dtype=g.dtype)
-            solved = torch.linalg.solve(g, rhs[kept, row])
-            weight[row, kept[:-1]] = solved[:-1]
-            bias[row] = solved[-1]
-        with torch.no_grad():
-            getattr(layer, "weight_orig", layer.weight).copy_(weight.float())
-            layer.bias.copy_(bias.float())
 
 
 def searched_run(args: argparse.Namespace, seed: int, data=None) -> tuple:
@@ -109,7 +64,7 @@ def main() -> None:
                 pruned = copy.deepcopy(model)
                 prune(pruned, search.significance(estimator, sparsity=s), sparsity=s)
                 row.append(f"{100 * accuracy(pruned, data.test):.2f}")
-                refit(model, pruned, x, args.ridge)
+                refit(pruned, model, x, ridge=args.ridge)
                 row.append(f"{100 * accuracy(pruned, data.test):.2f}")
             print("| " + " | ".join(row) + " |", flush=True)
 

@@ -510,6 +510,32 @@ def test_budgeted_chooses_the_lowest_measured_loss_and_leaves_the_model_alone(mn
         assert loss <= float(F.cross_entropy(g.eval()(x), y)) + 1e-6
 
 
+def test_refit_aware_calibration_chooses_the_lowest_loss_after_a_refit(mnist, fresh_seed):
+    model, search = _trained_search(mnist, fresh_seed)
+    before = snapshot(model)
+    model.train()
+    scores = search.significance("calibrated", sparsity=0.9, refit=True)
+    report = search.last_calibration
+    losses = report.refit_losses
+    own = f"budgeted ({report.chosen})"
+    assert set(losses) == set(estimators.available(search)) | {own, "calibrated"}
+    assert report.refit_chosen == min(losses, key=losses.get)
+    for k, v in snapshot(model)[0].items():
+        assert torch.equal(v, before[0][k])
+    assert torch.equal(torch.get_rng_state(), before[3]) and model.training
+    # the scores prune the chosen mask, whose refit loss is the one recorded
+    x, y = search.calibration_batch()
+    m = copy.deepcopy(model)
+    prune(m, scores, sparsity=0.9)
+    bingo.refit(m, model, x)
+    with torch.no_grad():
+        loss = float(F.cross_entropy(m.eval()(x), y))
+    assert loss == pytest.approx(losses[report.refit_chosen], rel=1e-5)
+    assert loss <= losses["magnitude"] and loss <= losses["calibrated"]
+    with pytest.raises(ValueError, match="pass refit=False"):
+        search.significance("magnitude", refit=True)
+
+
 def test_budget_balancing_measures_each_split_once_and_ends_at_a_local_minimum(mnist,
                                                                               fresh_seed):
     _, search = _trained_search(mnist, fresh_seed)
