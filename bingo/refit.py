@@ -140,11 +140,43 @@ def _layers(model: nn.Module, reference: nn.Module, names: Optional[Sequence[str
     return list(dict.fromkeys(order))
 
 
+def _storage(module: nn.Module) -> torch.Tensor:
+    """The tensor that holds a layer's weights: ``weight_orig`` once pruned."""
+    return getattr(module, "weight_orig", module.weight)
+
+
+def _normal_equations(model: nn.Module, module: nn.Module, reference: nn.Module,
+                      target: nn.Module, name: str, examples: torch.Tensor,
+                      batch_size: int) -> tuple:
+    """Over the examples, in batches: the Gram matrix of ``module``'s input rows in
+    ``model`` (a ones column appended for the bias), their cross terms with ``target``'s
+    outputs in ``reference``, the outputs' sums of squares and sums (float64), and the
+    row count."""
+    device = next(model.parameters()).device
+    sums: Optional[List[torch.Tensor]] = None
+    rows = 0
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            x = examples[i:i + batch_size].to(device)
+            a, y = _rows(module, _capture(model, module, x, "input"),
+                         _capture(reference, target, x, "output"))
+            if not (torch.isfinite(a).all() and torch.isfinite(y).all()):
+                raise ValueError(f"layer {name!r} sees inf or NaN on the examples; refit "
+                                 f"needs finite activations")
+            if module.bias is not None:
+                a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
+            a, y = a.to(torch.float64), y.to(torch.float64)
+            parts = [a.T @ a, a.T @ y, (y * y).sum(0), y.sum(0)]
+            sums = parts if sums is None else [s + p for s, p in zip(sums, parts)]
+            rows += len(a)
+    return (*sums, rows)
+
+
 def _solve(module: nn.Module, gram: torch.Tensor, rhs: torch.Tensor, yy: torch.Tensor,
            ridge: float) -> Tuple[torch.Tensor, Optional[torch.Tensor], float, float]:
     """Per output row, the ridge solution over its kept inputs (and the bias). Returns the
     new weight and bias and the residual sums of squares before and after."""
-    storage = getattr(module, "weight_orig", module.weight)
+    storage = _storage(module)
     weight = storage.detach().to(torch.float64).reshape(storage.shape[0], -1).clone()
     mask = getattr(module, "weight_mask", torch.ones_like(storage)).reshape(weight.shape) != 0
     has_bias = module.bias is not None
@@ -223,41 +255,25 @@ def refit(model: nn.Module, reference: nn.Module, examples: torch.Tensor, *,
     report = RefitReport(examples=len(examples), ridge=ridge)
     saved: List[Tuple[torch.Tensor, torch.Tensor]] = []  # (tensor, its value), to undo
     try:
+        names = _layers(model, reference, layers, examples[:1].to(device))
         if evaluate is not None:
             report.accuracy_before = float(evaluate(model))
-        names = _layers(model, reference, layers, examples[:1].to(device))
         if labels is not None:
             report.loss_before = _loss(model, examples, labels, loss_fn, batch_size)
         modules, reference_modules = dict(model.named_modules()), dict(reference.named_modules())
         for name in names:
             m = modules[name]
-            for t in (getattr(m, "weight_orig", m.weight), m.bias):
+            for t in (_storage(m), m.bias):
                 if t is not None:
                     saved.append((t, t.detach().clone()))
         for name in names:
-            module, target = modules[name], reference_modules[name]
-            sums: Optional[List[torch.Tensor]] = None  # Gram, cross terms, sum y^2, sum y
-            rows = 0
-            with torch.no_grad():
-                for i in range(0, len(examples), batch_size):
-                    x = examples[i:i + batch_size].to(device)
-                    a, y = _rows(module, _capture(model, module, x, "input"),
-                                 _capture(reference, target, x, "output"))
-                    if not (torch.isfinite(a).all() and torch.isfinite(y).all()):
-                        raise ValueError(f"layer {name!r} sees inf or NaN on the examples; "
-                                         f"refit needs finite activations")
-                    if module.bias is not None:
-                        a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
-                    a, y = a.to(torch.float64), y.to(torch.float64)
-                    parts = [a.T @ a, a.T @ y, (y * y).sum(0), y.sum(0)]
-                    sums = parts if sums is None else [s + p for s, p in zip(sums, parts)]
-                    rows += len(a)
-            gram, rhs, yy, ysum = sums
+            module = modules[name]
+            gram, rhs, yy, ysum, rows = _normal_equations(
+                model, module, reference, reference_modules[name], name, examples, batch_size)
             weight, bias, before, after = _solve(module, gram, rhs, yy, ridge)
             total = float((yy - ysum * ysum / rows).sum()) or 1.0
             with torch.no_grad():
-                storage = getattr(module, "weight_orig", module.weight)
-                storage.copy_(weight.to(storage.dtype))
+                _storage(module).copy_(weight.to(_storage(module).dtype))
                 if bias is not None:
                     module.bias.copy_(bias.to(module.bias.dtype))
             report.layers[name] = LayerRefit(before / total, after / total, rows)
