@@ -6,8 +6,9 @@ How each family meets a sparsity s (test accuracy reported, choices made on vali
 
 * after training, one shot (``bingo``, ``magnitude``): train once (BINGO with its ticket
   search), then prune the trained weights to s, optionally refit the kept weights by least
-  squares (``--refit``, on the first ``calibration`` training images for every method),
-  optionally fine-tune. ``bingo`` scores
+  squares (``--refit``, on the last ``calibration`` examples its training saw: the same
+  images for every method, and for BINGO the ones its estimator measured), optionally
+  fine-tune. ``bingo`` scores
   with the job's estimator; ``bingo:<estimator>`` rows score the same training run with
   another (bingo.estimators), except ``bingo:units``, whose neuron searches need a run
   of their own. A row's seconds include the shared training;
@@ -29,7 +30,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -38,6 +39,7 @@ from .baselines.imp import imp as run_imp
 from .baselines.budgets import smart_ratio
 from .baselines.scores import (grasp_scores, magnitude_scores, random_scores, snip_scores,
                                synflow_scores)
+from .calibration import CalibrationBuffer
 from .data import load_dataset
 from .estimators import ESTIMATORS, REFIT_AWARE
 from .gradual import RAMP_SHARE, ramp_from_scores
@@ -176,23 +178,27 @@ class _Harness:
         result.points.append(p)
         self.log(f"  {result.method:12s} sparsity {sparsity:.3f}: test {p['test_accuracy']:.4f}")
 
-    def refit_examples(self) -> Dict[str, torch.Tensor]:
-        """What ``--refit`` solves on, the same for every method: the first ``calibration``
-        training images (their labels decide whether the refit is kept)."""
-        n = self.job.calibration
-        return {"examples": self.train_split.images[:n], "labels": self.train_split.labels[:n]}
-
     def scoring_batch(self):
         n = min(self.job.score_batch, len(self.train_split))
         return self.train_split.images[:n], self.train_split.labels[:n]
 
 
-def _one_shot(h: _Harness, result: MethodResult, model: nn.Module,
-              scores_at: Callable[[Optional[float]], Dict[str, torch.Tensor]]) -> None:
+class Trained(NamedTuple):
+    """An after-training method's trained model and what prunes it."""
+    model: nn.Module
+    scores_at: Callable[[Optional[float]], Dict[str, torch.Tensor]]  # None: for a bisection
+    reused: float  # seconds of a shared training run it reused (0 if it trained its own)
+    recent: Callable[[], Tuple[torch.Tensor, torch.Tensor]]  # the last ``calibration``
+    # (inputs, labels) its training saw: what ``--refit`` solves on (the labels decide
+    # whether a refit is kept). Every run has the same data order, so the same images.
+
+
+def _one_shot(h: _Harness, result: MethodResult, trained: Trained) -> None:
     """Prune trained weights by ``scores_at(s)`` to each sparsity s, and/or down to the floor
     (``scores_at(None)``: the scores for a bisection); with ``refit``, each mask's kept
     weights are then solved against the trained model (bingo.refit)."""
-    job = h.job
+    job, model, scores_at = h.job, trained.model, trained.scores_at
+    recent = dict(zip(("examples", "labels"), trained.recent())) if job.refit else {}
     result.dense_test_accuracy, result.dense_val_accuracy = h.test(model), h.val(model)
     for s in job.sparsities:
         m = copy.deepcopy(model)
@@ -202,8 +208,7 @@ def _one_shot(h: _Harness, result: MethodResult, model: nn.Module,
             ramp = ramp_from_scores(m, scores_at(s), s, job.finetune_ramp,
                                     max(1, round(RAMP_SHARE * steps)))
         elif job.refit:
-            _, fit = prune_and_refit(m, scores_at(s), sparsity=s, evaluate=h.test,
-                                     **h.refit_examples())
+            _, fit = prune_and_refit(m, scores_at(s), sparsity=s, evaluate=h.test, **recent)
             extra = {"test_accuracy_before_refit": fit.accuracy_before,
                      "refit_kept": fit.kept, "refit_seconds": fit.seconds}
         else:
@@ -218,7 +223,7 @@ def _one_shot(h: _Harness, result: MethodResult, model: nn.Module,
         m = copy.deepcopy(model)
         goal = dict(min_accuracy=job.min_accuracy, evaluate=h.val)
         if job.refit:
-            report, fit = prune_and_refit(m, scores_at(None), **h.refit_examples(), **goal)
+            report, fit = prune_and_refit(m, scores_at(None), **recent, **goal)
             val = fit.accuracy_after
         else:
             report = prune(m, scores_at(None), **goal)
@@ -252,10 +257,10 @@ def _searched(h: "_Harness", estimator: str, search_data: Optional[Callable]):
     return model, search, 0.0
 
 
-def train_and_score(h: "_Harness", method: str, search_data: Optional[Callable] = None):
-    """An after-training method's trained model and ``scores_at(sparsity)`` (BINGO: with the
-    search; ``search_data(x, y) -> (x, y)`` changes what the search sees, not what training
-    sees), and the seconds of a shared training run it reused."""
+def train_and_score(h: "_Harness", method: str,
+                    search_data: Optional[Callable] = None) -> Trained:
+    """Train an after-training method (BINGO: with the search; ``search_data(x, y) -> (x, y)``
+    changes what the search sees, not what training sees) and score it."""
     if _is_bingo(method):
         estimator = h.job.estimator if method == "bingo" else method.split(":", 1)[1]
         model, search, reused = _searched(h, estimator, search_data)
@@ -275,17 +280,19 @@ def train_and_score(h: "_Harness", method: str, search_data: Optional[Callable] 
                 h.log(f"  {method:12s} fit on {h.regression['observations']} searches: "
                       f"R² {h.regression['explained']:.3f}")
             return scores
-        return model, scores_at, reused
+        return Trained(model, scores_at, reused, search.calibration_batch)
     model = h.fresh()
-    h.train(model, description=f"train {method}")
+    recent = CalibrationBuffer(h.job.calibration if h.job.refit else 0)
+    h.train(model, after_step=recent.add if h.job.refit else None,
+            description=f"train {method}")
     scores = magnitude_scores(model)
-    return model, (lambda s: scores), 0.0
+    return Trained(model, lambda s: scores, 0.0, recent.batch)
 
 
 def _after_training(h: _Harness, result: MethodResult) -> None:
-    model, scores_at, reused = train_and_score(h, result.method)
-    result.seconds += reused
-    _one_shot(h, result, model, scores_at)
+    trained = train_and_score(h, result.method)
+    result.seconds += trained.reused
+    _one_shot(h, result, trained)
 
 
 def _grid_threshold(h: _Harness, result: MethodResult) -> None:
@@ -390,9 +397,9 @@ def find_masks(h: "_Harness", method: str, sparsity: float,
     """The keep-masks ``method`` chooses at ``sparsity`` on ``h``'s training data (what the
     sanity checks perturb); ``search_data`` as in :func:`train_and_score`."""
     if _is_bingo(method) or method == "magnitude":
-        trained, scores_at, _ = train_and_score(h, method, search_data)
-        model = copy.deepcopy(trained)  # a shared BINGO run stays unpruned for the next row
-        prune(model, scores_at(sparsity), sparsity=sparsity)
+        trained = train_and_score(h, method, search_data)
+        model = copy.deepcopy(trained.model)  # a shared BINGO run stays unpruned for the next row
+        prune(model, trained.scores_at(sparsity), sparsity=sparsity)
     elif method == "hybrid":
         model = h.fresh()
         h.train(model, description="train hybrid (dense)")

@@ -254,3 +254,20 @@ def test_prune_and_compare_refit_from_the_command_line(data_dir, tmp_path, capsy
                      "--sparsities", "0.9", "--refit", *bad, "--out", str(tmp_path / "bad"),
                      "--quiet"]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_compare_refits_every_row_on_the_last_examples_its_training_saw(data_dir, fresh_seed):
+    from bingo.compare import CompareJob, _Harness, train_and_score
+    from bingo.data import batches
+    seed, size, epochs = fresh_seed % 1000, 64, 2
+    job = CompareJob(model="paper-mlp", data_dir=str(data_dir), epochs=epochs, train_limit=700,
+                     methods=("bingo", "magnitude"), sparsities=(0.9,), refit=True,
+                     calibration=300, seed=seed)
+    h = _Harness(job, progress=False, log=lambda m: None)
+    order = torch.Generator().manual_seed(seed)            # the training loop's data order
+    seen = [b for _ in range(epochs) for b in batches(h.train_split, size, order)]
+    last_x, last_y = (torch.cat(t)[-300:] for t in zip(*seen))
+    for method in ("bingo", "magnitude"):
+        x, y = train_and_score(h, method).recent()
+        assert torch.equal(x, last_x) and torch.equal(y, last_y), method
+    assert not torch.equal(last_x, h.train_split.images[:300])  # not simply the first images

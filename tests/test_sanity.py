@@ -93,12 +93,12 @@ def test_bingo_data_checks_corrupt_the_search_not_the_training(data_dir, fresh_s
                      methods=("bingo",), sparsities=(0.8,), variants=4, fraction=0.1)
     h = _Harness(job, progress=False, log=lambda m: None)
     gen = torch.Generator().manual_seed(fresh_seed)
-    plain_model, plain_at, _ = train_and_score(h, "bingo:search")
+    plain_model, plain_at, *_ = train_and_score(h, "bingo:search")
     plain = plain_at(None)
     seen = []
-    model, scores_at, _ = train_and_score(h, "bingo:search",
-                                          search_data=lambda x, y: seen.append(1) or
-                                          shuffle_labels(x, y, gen))
+    model, scores_at, *_ = train_and_score(h, "bingo:search",
+                                           search_data=lambda x, y: seen.append(1) or
+                                           shuffle_labels(x, y, gen))
     scores = scores_at(None)
     assert len(seen) == 4                                    # every search step went through it
     for k, v in plain_model.state_dict().items():            # training saw the true data
