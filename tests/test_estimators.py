@@ -2,6 +2,7 @@
 estimators: what each one scores, what the calibrated one measures and chooses, and that
 none of them touches the user's model."""
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -570,16 +571,18 @@ def test_budget_balancing_measures_each_split_once_and_ends_at_a_local_minimum(m
 def test_budget_balancing_of_many_layers_probes_them_and_tries_few_pairs(mnist, fresh_seed,
                                                                        monkeypatch):
     """Beyond PAIR_LAYERS targets a round probes each layer alone and measures only the
-    PAIR_TRIALS most promising pairs: fewer forwards than every pair (the gap grows as
-    n²), the total kept, a loss below the global ranking's split and near every pair's."""
+    PAIR_TRIALS most promising pairs: 2n + PAIR_TRIALS forwards a round, not n(n - 1) (the
+    gap grows as n²), the total kept, a loss below the global ranking's split and near
+    every pair's. (The totals of the real runs are not compared: the two ways take
+    different paths and numbers of rounds, on a few seeds in 20 as many forwards.)"""
     torch.manual_seed(fresh_seed)
     model = mlp([784, 61, 47, 33, 29, 17, 10])  # six targets: 30 ordered pairs
     search = bingo.TicketSearch(model, seed=fresh_seed, calibration=256)
     train_steps(model, mnist.train, 30, seed=fresh_seed, search=search)
     scores = search.significance("mag+reset")
     ranks = estimators.layer_ranks(scores)
-    runs = {}
-    for way, limit in (("probed", estimators.PAIR_LAYERS), ("every pair", 6)):
+    runs, ways = {}, (("probed", estimators.PAIR_LAYERS), ("every pair", 6))
+    for way, limit in ways:
         monkeypatch.setattr(estimators, "PAIR_LAYERS", limit)
         meter = estimators._Meter(search)
         pruned, best = estimators.balance_budgets(meter, scores, 0.85)
@@ -589,8 +592,22 @@ def test_budget_balancing_of_many_layers_probes_them_and_tries_few_pairs(mnist, 
         start = estimators._global_counts(scores, 0.85)
         assert best < meter.loss(ranks, start)  # six layers' budgets are never all right
     probed, every = runs["probed"], runs["every pair"]
-    assert probed[2] < 0.8 * every[2], (probed[2], every[2])  # 16 forwards a round, not 30
     assert probed[1] < 1.05 * every[1]  # as good a split, near enough
+    # Forwards a round: a flat loss (no move improves, every round halves the step) on six
+    # layers with room for every move (a layer with less room than the step clips it,
+    # and clipped moves repeat splits already measured).
+    gen = torch.Generator().manual_seed(fresh_seed)
+    even = {f"layer{i}": torch.rand(997, generator=gen) for i in range(6)}
+    forwards = {}
+    for way, limit in ways:
+        monkeypatch.setattr(estimators, "PAIR_LAYERS", limit)
+        calls = []
+        flat = SimpleNamespace(loss=lambda r, split: calls.append(split) or 1.0)
+        estimators.balance_budgets(flat, even, 0.5)
+        forwards[way] = len(calls) - 1   # less the start's
+    rounds = forwards["every pair"] // 30
+    assert rounds >= 5 and forwards == {"probed": rounds * (12 + estimators.PAIR_TRIALS),
+                                        "every pair": rounds * 30}
 
 
 def test_calibrated_swaps_only_what_lowers_the_measured_loss(mnist, fresh_seed):
