@@ -573,8 +573,9 @@ def test_budget_balancing_of_many_layers_probes_them_and_tries_few_pairs(mnist, 
     """Beyond PAIR_LAYERS targets a round probes each layer alone and measures only the
     PAIR_TRIALS most promising pairs: 2n + PAIR_TRIALS forwards a round, not n(n - 1) (the
     gap grows as n²), the total kept, a loss below the global ranking's split and near
-    every pair's. (The totals of the real runs are not compared: the two ways take
-    different paths and numbers of rounds, on a few seeds in 20 as many forwards.)"""
+    every pair's. (The real runs' total forwards are not compared: the two ways take
+    different paths and numbers of rounds; on 2 seeds of 26 the probed way took 0.84 and
+    0.995 of every pair's total.)"""
     torch.manual_seed(fresh_seed)
     model = mlp([784, 61, 47, 33, 29, 17, 10])  # six targets: 30 ordered pairs
     search = bingo.TicketSearch(model, seed=fresh_seed, calibration=256)
