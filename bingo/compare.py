@@ -282,7 +282,7 @@ def train_and_score(h: "_Harness", method: str,
             return scores
         return Trained(model, scores_at, reused, search.calibration_batch)
     model = h.fresh()
-    recent = CalibrationBuffer(h.job.calibration if h.job.refit else 0)
+    recent = CalibrationBuffer(h.job.calibration)  # fed only when --refit will read it
     h.train(model, after_step=recent.add if h.job.refit else None,
             description=f"train {method}")
     scores = magnitude_scores(model)

@@ -48,6 +48,8 @@ import torch
 from torch.func import functional_call
 
 from .batched import sequential_layers
+from .pruning import copy_model, prune
+from .refit import refit as refit_kept_weights  # `refit` is a flag here
 from .regression import regression_scores
 
 if TYPE_CHECKING:
@@ -412,19 +414,18 @@ def refit_choice(search: "TicketSearch", meter: _Meter, candidates: Dict[str, Sc
                  sparsity: float, losses: Dict[str, float]) -> tuple:
     """(name, scores) of the candidate whose mask at ``sparsity``, refit by ``bingo.refit``
     on the calibration examples (the refit kept only where it lowers the loss, as
-    ``--refit`` does), has the lowest calibration loss; each loss goes into ``losses``. Why: the budgets measured without a refit are not the ones a refit
-    serves best (LeNet-SGD at 95%: the calibrated mask prunes 82% of the output layer,
-    and refit it scores 93.4% where magnitude's refit mask scores 96.1%; docs/results.md).
+    ``--refit`` does), has the lowest calibration loss; each loss goes into ``losses``.
+    Why: the budgets measured without a refit are not the ones a refit serves best
+    (LeNet-SGD at 95%: the calibrated mask prunes 82% of the output layer, and refit it
+    scores 93.4% where magnitude's refit mask scores 96.1%; docs/results.md).
     Each trial prunes and refits a copy of the model; the model is only read."""
-    from .pruning import copy_model, prune
-    from .refit import refit
     best_name, best_loss, best = "", float("inf"), None
     with meter.borrowed, torch.no_grad():
         for name, scores in candidates.items():
             trial = copy_model(search.model)
             prune(trial, _like_params(search, scores), sparsity=sparsity)
-            fit = refit(trial, search.model, meter.inputs, labels=meter.labels,
-                        loss_fn=search.loss_fn)  # undone where it raises the loss
+            fit = refit_kept_weights(trial, search.model, meter.inputs, labels=meter.labels,
+                                     loss_fn=search.loss_fn)  # undone where the loss rises
             value = min(fit.loss_before, fit.loss_after)
             losses[name] = value if value == value else float("inf")
             meter.evaluations += 1

@@ -10,14 +10,14 @@ model stays an ordinary pruned model.
 """
 from __future__ import annotations
 
-import copy
 from typing import Dict, Mapping
 
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .pruning import prune
+from .pruning import copy_model, prune
+from .targets import torch_pruned
 
 RAMP_SHARE = 0.5  # of the fine-tune's steps the ramp takes; the rest trains at the goal
 EVERY = 10        # training steps between two pruning events
@@ -59,7 +59,7 @@ class GradualPruning:
                                  f"the budget")
             self.layers[name] = (module, attr, start, goal)
         for module, attr, _, _ in self.layers.values():
-            if not hasattr(module, attr + "_mask"):
+            if not torch_pruned(module, attr):
                 torch_prune.identity(module, attr)
 
     def __call__(self, x: object = None, y: object = None) -> None:
@@ -95,7 +95,7 @@ def ramp_from_scores(model: nn.Module, scores: Mapping[str, torch.Tensor], spars
     if density <= 1.0:
         raise ValueError(f"density {density} must exceed 1: the ramp starts with that many "
                          f"times the goal's kept weights")
-    goal = prune(copy.deepcopy(model), scores, sparsity=sparsity)
+    goal = prune(copy_model(model), scores, sparsity=sparsity)
     prune(model, scores, sparsity=max(0.0, 1.0 - density * (1.0 - sparsity)))
     return GradualPruning(model, {n: layer.sparsity for n, layer in goal.layers.items()},
                           steps)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .pruning import Evaluate, PruneReport, bisect_sparsity, copy_model, prune
+from .targets import torch_pruned
 
 DEFAULT_RIDGE = 1e-3  # of the mean kept diagonal; 1e-4 or 1e-2 moved LeNet-SGD's refit
                       # test accuracies by at most 0.10 pt (docs/results.md)
@@ -107,7 +108,7 @@ def _layers(model: nn.Module, reference: nn.Module, names: Optional[Sequence[str
     modules = dict(model.named_modules())
     if names is None:
         names = [n for n, m in modules.items()
-                 if isinstance(m, REFIT_TYPES) and hasattr(m, "weight_mask")]
+                 if isinstance(m, REFIT_TYPES) and torch_pruned(m, "weight")]
         if not names:
             raise ValueError("the model has no pruned Linear or Conv2d layer (none holds a "
                              "weight_mask): prune it first (bingo.prune), then refit")
@@ -292,7 +293,7 @@ def refit(model: nn.Module, reference: nn.Module, examples: torch.Tensor, *,
             m.train(training)
         with torch.no_grad():  # the masked weight as the next forward will compute it
             for m in model.modules():
-                if isinstance(m, REFIT_TYPES) and hasattr(m, "weight_orig"):
+                if isinstance(m, REFIT_TYPES) and torch_pruned(m, "weight"):
                     m.weight = m.weight_orig * m.weight_mask
     report.seconds = time.perf_counter() - start
     return report
