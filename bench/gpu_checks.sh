@@ -37,7 +37,7 @@ step env env.txt sh -c 'nvidia-smi --query-gpu=name,driver_version,memory.total 
     python -c "import torch, triton, bingo; print(torch.__version__, triton.__version__,
     torch.cuda.get_device_name() if torch.cuda.is_available() else \"no CUDA\",
     bingo.available_backends())"; lscpu | grep "Model name"'
-step gpu-only-tests gpu_tests.txt timeout 300 python -m pytest tests/test_estimators.py \
+step gpu-only-tests gpu_tests.txt timeout 300 python -m pytest tests/test_proxies.py \
     tests/test_kernels.py --data-dir "$data" -q -rs -p no:benchmark -k "capture or graphs or gpu or cuda"
 workers=()  # pytest-xdist where installed (the suite took 61-94 s on an H100 machine with 6)
 python -c "import xdist" 2>/dev/null && workers=(-n 6 --dist loadfile)

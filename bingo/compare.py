@@ -45,7 +45,7 @@ from .estimators import ESTIMATORS, REFIT_AWARE
 from .gradual import RAMP_SHARE, ramp_from_scores
 from .jobs import RunSetup, environment
 from .models import build_model
-from .pruning import current_masks, prune
+from .pruning import count_zeros, current_masks, prune
 from .refit import prune_and_refit
 from .targets import select_targets
 from .training import accuracy, make_optimizer, steps_per_epoch, train
@@ -173,7 +173,7 @@ class _Harness:
 
     def point(self, result: MethodResult, model: nn.Module, sparsity: float,
               **extra: Any) -> None:
-        p = {"sparsity": sparsity, "val_accuracy": self.val(model),
+        p = {"sparsity": sparsity, "zeros": zero_share(model), "val_accuracy": self.val(model),
              "test_accuracy": self.test(model), **extra}
         result.points.append(p)
         self.log(f"  {result.method:12s} sparsity {sparsity:.3f}: test {p['test_accuracy']:.4f}")
@@ -181,6 +181,13 @@ class _Harness:
     def scoring_batch(self):
         n = min(self.job.score_batch, len(self.train_split))
         return self.train_split.images[:n], self.train_split.labels[:n]
+
+
+def zero_share(model: nn.Module) -> float:
+    """The share of the prunable weights that are exactly zero: what a point really holds
+    (a refit can zero kept weights beyond the goal's mask)."""
+    layers = count_zeros(model, [t.name for t in select_targets(model)]).values()
+    return sum(x.zeros for x in layers) / sum(x.numel for x in layers)
 
 
 class Trained(NamedTuple):
@@ -270,7 +277,7 @@ def train_and_score(h: "_Harness", method: str,
                                          refit=h.job.refit and estimator in REFIT_AWARE)
             if estimator == "calibrated":
                 c = search.last_calibration
-                h.calibrations.append({"method": method, **asdict(c)})
+                h.calibrations.append({"method": method, **c.to_dict()})
                 h.log(f"  {method:12s} calibrated at {c.sparsity:.3f}: chose {c.chosen} "
                       f"(loss {c.losses[c.chosen]:.4f}, {c.evaluations} evaluations)"
                       + (f"; for the refit {c.refit_chosen} (loss after refit "

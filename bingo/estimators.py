@@ -41,14 +41,14 @@ most: which proxy to trust, and how much each layer can lose.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 import torch
 from torch.func import functional_call
 
 from .batched import sequential_layers
-from .pruning import copy_model, prune
+from .pruning import copy_model, current_masks, prune
 from .refit import refit as refit_kept_weights  # `refit` is a flag here
 from .regression import regression_scores
 
@@ -89,6 +89,12 @@ class Calibration:
     final_budgets: Dict[str, float] = field(default_factory=dict)
     refit_losses: Dict[str, float] = field(default_factory=dict)  # with refit=True: each
     refit_chosen: str = ""             # candidate mask's calibration loss after bingo.refit
+    keep: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # the final
+    # keep-masks (True = kept), as measured: the scores prune exactly these at `sparsity`
+
+    def to_dict(self) -> Dict:
+        """The report as plain numbers (the masks left out: see ``final_budgets``)."""
+        return {k: v for k, v in asdict(self).items() if k != "keep"}
 
 
 def estimate(search: "TicketSearch", name: str = DEFAULT_ESTIMATOR, *,
@@ -363,6 +369,12 @@ def balance_budgets(meter: _Meter, scores: Scores, sparsity: float) -> tuple:
     return pruned, best
 
 
+def measured_keep(scores: Scores, pruned: Dict[str, int]) -> Dict[str, torch.Tensor]:
+    """The keep-masks ``_Meter.loss`` measures for per-layer counts ``pruned``: in each
+    layer all but its ``pruned[name]`` lowest scores."""
+    return {n: rank >= pruned[n] for n, rank in layer_ranks(scores).items()}
+
+
 def budget_scores(scores: Scores, pruned: Dict[str, int]) -> Scores:
     """Scores whose global ranking prunes exactly ``pruned[name]`` weights of each layer at
     the total of ``pruned`` (and scales those budgets at other sparsities): each weight's
@@ -378,14 +390,15 @@ def _calibrated(search: "TicketSearch", sparsity: float, swaps: bool,
                 refit: bool = False) -> Scores:
     meter = _Meter(search)
     report = Calibration(sparsity, len(meter.labels))
-    best_name, best_loss, best = "", float("inf"), None
+    best_name, best_loss, best, keep = "", float("inf"), None, {}
     candidates = _candidates(search, available(search))
     for name, scores in candidates.items():
         pruned, value = balance_budgets(meter, scores, sparsity)
         report.losses[name] = value
         report.budgets[name] = {n: pruned[n] / scores[n].numel() for n in pruned}
         if value < best_loss:
-            best_name, best_loss, best = name, value, budget_scores(scores, pruned)
+            best_name, best_loss = name, value
+            best, keep = budget_scores(scores, pruned), measured_keep(scores, pruned)
     if best is None:
         raise FloatingPointError(
             f"every candidate mask gives a non-finite loss on the {len(meter.labels)} kept "
@@ -396,14 +409,14 @@ def _calibrated(search: "TicketSearch", sparsity: float, swaps: bool,
     own = f"budgeted ({best_name})"
     if swaps:
         budgeted = best
-        best, report.loss_after_swaps, report.swaps = swap_search(search, meter, best,
-                                                                  sparsity)
+        best, report.loss_after_swaps, report.swaps, keep = swap_search(search, meter, best,
+                                                                        sparsity)
         candidates = {**candidates, own: budgeted}
         own = "calibrated"
     if refit:
-        report.refit_chosen, best = refit_choice(search, meter, {**candidates, own: best},
-                                                 sparsity, report.refit_losses)
-    keep = _keep_at(best, sparsity)
+        report.refit_chosen, best, keep = refit_choice(
+            search, meter, {**candidates, own: best}, sparsity, report.refit_losses)
+    report.keep = keep
     report.final_budgets = {n: 1.0 - float(k.double().mean()) for n, k in keep.items()}
     report.evaluations = meter.evaluations
     search.last_calibration = report
@@ -412,29 +425,30 @@ def _calibrated(search: "TicketSearch", sparsity: float, swaps: bool,
 
 def refit_choice(search: "TicketSearch", meter: _Meter, candidates: Dict[str, Scores],
                  sparsity: float, losses: Dict[str, float]) -> tuple:
-    """(name, scores) of the candidate whose mask at ``sparsity``, refit by ``bingo.refit``
+    """(name, scores, keep-masks) of the candidate whose mask at ``sparsity``, refit by ``bingo.refit``
     on the calibration examples (the refit kept only where it lowers the loss, as
     ``--refit`` does), has the lowest calibration loss; each loss goes into ``losses``.
     Why: the budgets measured without a refit are not the ones a refit serves best
     (LeNet-SGD at 95%: the calibrated mask prunes 82% of the output layer, and refit it
     scores 93.4% where magnitude's refit mask scores 96.1%; docs/results.md).
     Each trial prunes and refits a copy of the model; the model is only read."""
-    best_name, best_loss, best = "", float("inf"), None
+    best_name, best_loss, best, keep = "", float("inf"), None, {}
     with meter.borrowed, torch.no_grad():
         for name, scores in candidates.items():
             trial = copy_model(search.model)
             prune(trial, _like_params(search, scores), sparsity=sparsity)
+            mask = current_masks(trial, list(scores))
             fit = refit_kept_weights(trial, search.model, meter.inputs, labels=meter.labels,
                                      loss_fn=search.loss_fn)  # undone where the loss rises
             value = min(fit.loss_before, fit.loss_after)
             losses[name] = value if value == value else float("inf")
             meter.evaluations += 1
             if losses[name] < best_loss:
-                best_name, best_loss, best = name, losses[name], scores
+                best_name, best_loss, best, keep = name, losses[name], scores, mask
     if best is None:
         raise FloatingPointError("every candidate mask gives a non-finite loss after the "
                                  "refit on the kept calibration examples")
-    return best_name, best
+    return best_name, best, keep
 
 
 def _keep_at(scores: Scores, sparsity: float) -> Dict[str, torch.Tensor]:
@@ -451,7 +465,8 @@ def swap_search(search: "TicketSearch", meter: _Meter, scores: Scores,
                 sparsity: float) -> tuple:
     """Improve the mask of ``scores`` at ``sparsity`` by measured swaps (see the module
     docstring); returns scores whose global ranking prunes the improved mask (pruned
-    weights keep their order below every kept one), its loss, and the swaps accepted."""
+    weights keep their order below every kept one), its loss, the swaps accepted, and
+    the mask (keep-masks, True = kept)."""
     keep = _keep_at(scores, sparsity)
     names = list(keep)
     weights = {n: meter.weights[n].float() for n in names}
@@ -486,7 +501,7 @@ def swap_search(search: "TicketSearch", meter: _Meter, scores: Scores,
     span = max(float(scores[n].max()) for n in names) - low + 1.0
     out = {n: torch.where(keep[n], scores[n].double() - low + span, scores[n].double() - low)
            for n in names}  # every pruned weight below every kept one, each side in old order
-    return out, loss, accepted
+    return out, loss, accepted, keep
 
 
 # ---------------------------------------------------------------- units

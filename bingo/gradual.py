@@ -97,5 +97,5 @@ def ramp_from_scores(model: nn.Module, scores: Mapping[str, torch.Tensor], spars
                          f"times the goal's kept weights")
     goal = prune(copy_model(model), scores, sparsity=sparsity)
     prune(model, scores, sparsity=max(0.0, 1.0 - density * (1.0 - sparsity)))
-    return GradualPruning(model, {n: layer.sparsity for n, layer in goal.layers.items()},
-                          steps)
+    return GradualPruning(model, {n: layer.pruned / layer.numel  # the masks' budgets
+                                  for n, layer in goal.layers.items()}, steps)

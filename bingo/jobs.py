@@ -186,6 +186,6 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         "prune_evaluations": report.evaluations,
         "config": {**asdict(job), **target, "variants": search.variants,
                    "effective_fraction": search.effective_fraction, "backend": search.backend},
-        "calibration": asdict(search.last_calibration) if search.last_calibration else None,
+        "calibration": search.last_calibration.to_dict() if search.last_calibration else None,
         "environment": environment(),
     }

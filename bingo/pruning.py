@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -21,14 +21,21 @@ Evaluate = Callable[[nn.Module], float]
 
 @dataclass
 class LayerReport:
+    """One tensor after a prune: its size, the weights its mask removes (``pruned``), the
+    weights that are exactly zero in the tensor the forward uses (``zeros``: the masked
+    ones and any kept weight that is 0, e.g. after ``bingo.refit``), and
+    ``sparsity = zeros / numel``."""
+
     numel: int
     pruned: int
+    zeros: int
     sparsity: float
 
 
 @dataclass
 class PruneReport:
-    """What a prune did: per-layer and total sparsity, accuracy before and after."""
+    """What a prune did: per-layer and total sparsity (the zeros really in the weights,
+    counted, not the mask's share), accuracy before and after."""
 
     sparsity: float
     layers: Dict[str, LayerReport]
@@ -40,6 +47,34 @@ class PruneReport:
 
     def to_dict(self) -> Dict:
         return asdict(self)
+
+    def recount(self, model: nn.Module, names: Optional[Sequence[str]] = None
+                ) -> "PruneReport":
+        """Count the zeros of ``names`` (default: the layers reported) in ``model`` again,
+        e.g. after ``bingo.refit`` changed kept weights (some come out exactly 0: inputs
+        that are zero on every example it solved on); returns itself."""
+        self.layers = count_zeros(model, list(self.layers) if names is None else names)
+        numel = sum(layer.numel for layer in self.layers.values())
+        self.sparsity = sum(layer.zeros for layer in self.layers.values()) / numel
+        return self
+
+
+def count_zeros(model: nn.Module, names: Sequence[str]) -> Dict[str, LayerReport]:
+    """Per named tensor of ``model``: its size, the weights its ``torch.nn.utils.prune``
+    mask removes (0 without one) and the weights exactly zero in the tensor the forward
+    multiplies by (``weight_orig * weight_mask`` once pruned)."""
+    out = {}
+    for name in names:
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        mask = getattr(module, attr + "_mask", None)
+        weight = getattr(module, attr)
+        if mask is not None:  # what the next forward computes, whatever is cached
+            weight = getattr(module, attr + "_orig") * mask
+        pruned = int((mask == 0).sum()) if mask is not None else 0
+        zeros = int((weight == 0).sum())
+        out[name] = LayerReport(weight.numel(), pruned, zeros, zeros / weight.numel())
+    return out
 
 
 class _Scored:
@@ -169,14 +204,7 @@ def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
     masks = _masks_at(items, sparsity, scope, order)
     for i, m in zip(items, masks):
         torch_prune.custom_from_mask(i.module, i.attr, m.view(i.storage.shape))
-    total = pruned_total = 0
-    for i in items:
-        final = getattr(i.module, i.attr + "_mask")
-        pruned = int((final == 0).sum())
-        report.layers[i.name] = LayerReport(i.numel, pruned, pruned / i.numel)
-        total += i.numel
-        pruned_total += pruned
-    report.sparsity = pruned_total / total
+    report.recount(model, [i.name for i in items])
     if evaluate is not None:
         report.accuracy_after = float(evaluate(model))
     report.seconds = time.perf_counter() - start

@@ -315,7 +315,10 @@ def prune_and_refit(model: nn.Module, scores: Mapping[str, torch.Tensor],
     ``labels``, kept only if it lowers the loss on the examples). With ``min_accuracy``
     the bisection measures refit networks (one refit of a copy per evaluation), so the
     floor holds after the refit. The PruneReport's accuracies are the mask's alone; the
-    RefitReport's, after the refit."""
+    RefitReport's, after the refit. The PruneReport's sparsity counts the zeros after the
+    refit: a kept weight whose input is zero on every example (a unit dead on all of them)
+    is solved to exactly 0 (60 and 103 of LeNet-300-100's in ``bingo prune --sparsity 0.9
+    --refit``, Adam and SGD)."""
     fit = dict(ridge=ridge, labels=labels, evaluate=evaluate)
     reference = copy_model(model)
     if min_accuracy is not None:
@@ -334,5 +337,6 @@ def prune_and_refit(model: nn.Module, scores: Mapping[str, torch.Tensor],
     report = prune(model, scores, sparsity=sparsity, evaluate=evaluate, scope=scope)
     if min_accuracy is not None:
         report.min_accuracy, report.evaluations = min_accuracy, evaluations
-    return report, refit(model, reference, examples, **fit)
+    fitted = refit(model, reference, examples, **fit)
+    return report.recount(model), fitted
 

@@ -1,6 +1,4 @@
 """Backends against the PyTorch reference: bit-identical masks, scores and searches."""
-import os
-
 import pytest
 import torch
 
@@ -11,15 +9,13 @@ from bingo.reference import SearchPlan
 from bingo.rules import RULES, SearchChange
 from bingo.subsets import subset_mask
 from bingo.targets import select_targets
+from tests import needs
 from tests.test_search import train_steps
 
 
 @pytest.fixture(autouse=True)
 def need_cpp():
-    if not cpp.available():
-        if os.environ.get("CI"):
-            pytest.fail("the C++ backend did not build in CI (bingo._cpu is missing)")
-        pytest.skip("the C++ backend is not built here (no compiler at install time)")
+    needs.cpp_backend()
 
 
 @pytest.mark.parametrize("start,numel", [(0, 1), (0, 16), (5, 27), (16, 1000), (13, 266_203)])
@@ -139,6 +135,28 @@ def test_dispatch(monkeypatch):
     monkeypatch.setenv("BINGO_BACKEND", "fortran")
     with pytest.raises(ValueError, match="not a backend"):
         dispatch.select_backend("cpu")
+
+
+def test_a_forced_cpp_backend_that_is_not_built_is_refused_with_the_fix(monkeypatch, batch):
+    """BINGO_BACKEND=cpp where the extension did not build raises and says what to do (a
+    search step too, before it changes anything); unforced, the CPU falls back to the
+    reference with a warning."""
+    monkeypatch.setattr(cpp, "available", lambda: False)
+    monkeypatch.setattr(dispatch, "_chosen", {})
+    monkeypatch.setattr(dispatch, "_warned", set())
+    monkeypatch.setenv("BINGO_BACKEND", "cpp")
+    refused = r"BINGO_BACKEND=cpp was requested but that backend is not available.*unset " \
+              r"BINGO_BACKEND or set it to 'torch'"
+    with pytest.raises(RuntimeError, match=refused):
+        dispatch.select_backend("cpu")
+    search = bingo.TicketSearch(lenet300(), fraction=0.1, variants=2)
+    with pytest.raises(RuntimeError, match=refused):
+        search.step(*batch)
+    assert search.step_count == 0 and search.totals.searches == 0
+    monkeypatch.delenv("BINGO_BACKEND")
+    with pytest.warns(RuntimeWarning, match="C\\+\\+ backend is not built"):
+        assert dispatch.select_backend("cpu") is reference
+    assert bingo.available_backends()["cpp"] is False
 
 
 def test_dispatch_triton_on_cpu_only_under_the_interpreter(monkeypatch):

@@ -12,6 +12,7 @@ from bingo import batched, cpp, reference
 from bingo.models import convnet, lenet300
 from bingo.reference import SearchBatch, SearchPlan
 from bingo.targets import select_targets
+from tests import needs
 from tests.test_search import bn_dropout_net, train_steps
 
 
@@ -50,8 +51,8 @@ def _close(got, want, metric, batch):
 @pytest.mark.parametrize("granularity", ["weight", "neuron"])
 @pytest.mark.parametrize("ops", [reference, cpp], ids=["torch", "cpp"])
 def test_sequential_path_matches_the_loop(mnist, make, granularity, ops, fresh_seed):
-    if ops is cpp and not cpp.available():
-        pytest.skip("the C++ backend is not built here")
+    if ops is cpp:
+        needs.cpp_backend()
     plan, targets, current, initial, batch = _setup(make(), mnist, granularity, fresh_seed)
     assert batched.sequential_layers(batch.model, targets) is not None
     with torch.no_grad():

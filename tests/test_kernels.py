@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-triton = pytest.importorskip("triton", reason="triton is not installed (pip install triton); "
-                             "CI installs it, so there this never skips")
+from tests import needs
+
+triton = needs.triton(module_level=True)
 
 import bingo  # noqa: E402
 from bingo import reference  # noqa: E402

@@ -129,3 +129,53 @@ def test_bad_arguments(trained):
     with pytest.raises(ValueError, match="NaN"):
         bingo.prune(model, {"fc3.weight": torch.full((10, 100), float("nan"))}, sparsity=0.5)
     assert not torch_prune.is_pruned(model)
+
+
+def test_the_report_counts_the_zeros_really_in_the_weights(trained):
+    """Kept weights that are exactly 0 count as pruned in ``sparsity`` (``zeros``) but not in
+    ``pruned`` (what the mask removed); ``recount`` sees weights changed after the prune."""
+    model = fresh(trained)
+    scores = {k: v.clone() for k, v in trained[1].items()}
+    with torch.no_grad():  # 37 weights of fc2 zeroed and scored highest, so they are kept
+        model.fc2.weight.view(-1)[:37] = 0.0
+        scores["fc2.weight"].view(-1)[:37] = float(scores["fc2.weight"].max()) + 1.0
+    n = sum(s.numel() for s in scores.values())
+    report = bingo.prune(model, scores, sparsity=0.5)
+    masked = sum(int((model.get_submodule(k.split(".")[0]).weight_mask == 0).sum())
+                 for k in scores)
+    zeros = sum(int((model.get_submodule(k.split(".")[0]).weight == 0).sum()) for k in scores)
+    assert masked == round(0.5 * n) and zeros == masked + 37
+    assert report.sparsity == zeros / n
+    fc2 = report.layers["fc2.weight"]
+    assert (fc2.pruned, fc2.zeros, fc2.sparsity) == (
+        int((model.fc2.weight_mask == 0).sum()), int((model.fc2.weight_mask == 0).sum()) + 37,
+        (int((model.fc2.weight_mask == 0).sum()) + 37) / 30_000)
+    with torch.no_grad():  # a kept fc3 weight set to 0 after the prune
+        kept = model.fc3.weight_mask.view(-1).nonzero()[0]
+        model.fc3.weight_orig.view(-1)[kept] = 0.0
+    assert report.recount(model).sparsity == (zeros + 1) / n
+    assert report.layers["fc3.weight"].zeros == report.layers["fc3.weight"].pruned + 1
+
+
+def test_layer_scope_bisects_one_sparsity_for_every_layer(trained, mnist):
+    """scope="layer" with a floor: the bisection moves one sparsity that every layer is
+    pruned to (round(s * numel) each), and the floor holds on validation."""
+    model = fresh(trained)
+    val = lambda m: accuracy(m, mnist.val.subset(2000))  # noqa: E731
+    floor = val(model) - 0.03
+    report = bingo.prune(model, magnitude(model), min_accuracy=floor, evaluate=val,
+                         scope="layer", tolerance=0.01)
+    s = max(e["sparsity"] for e in report.evaluations if e["accuracy"] >= floor)
+    assert 0.3 < s < 1.0 and report.accuracy_after >= floor
+    for name, layer in report.layers.items():
+        assert layer.pruned == round(s * layer.numel), name
+    assert min(e["sparsity"] for e in report.evaluations if e["accuracy"] < floor) - s <= 0.01
+
+
+def test_an_unknown_scope_is_refused_before_anything_is_pruned(trained):
+    model = fresh(trained)
+    with pytest.raises(ValueError, match=r"scope must be one of \('global', 'layer'\), got 'row'"):
+        bingo.prune(model, trained[1], sparsity=0.5, scope="row")
+    with pytest.raises(ValueError, match="scope must be one of"):
+        bingo.prune(model, trained[1], min_accuracy=0.5, evaluate=lambda m: 1.0, scope="unit")
+    assert not torch_prune.is_pruned(model)

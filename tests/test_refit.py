@@ -16,6 +16,7 @@ from bingo.models import paper_mlp
 from bingo.pruning import copy_model, prune
 from bingo.refit import prune_and_refit, refit
 from bingo.training import accuracy, make_optimizer, train
+from tests import margins
 
 
 def _conv_model() -> nn.Sequential:
@@ -207,14 +208,37 @@ def test_refit_recovers_what_one_shot_pruning_lost_on_mnist(mnist, fresh_seed):
     examples = mnist.train.images[-1024:]  # not among the images it trained on
     labels = mnist.train.labels[-1024:]
     model = copy_model(dense)
-    prune(model, magnitude_scores(dense), sparsity=0.9)
+    pruning = prune(model, magnitude_scores(dense), sparsity=0.9)
+    n = 784 * 128 + 128 * 64 + 64 * 10
+    assert pruning.sparsity == round(0.9 * n) / n
     one_shot, full = accuracy(model, mnist.test), accuracy(dense, mnist.test)
+    margins.record("refit: one-shot accuracy under dense - 0.02", full - 0.02 - one_shot)
     assert one_shot < full - 0.02  # magnitude pruning of an Adam-trained MLP loses points
     report = refit(model, dense, examples, labels=labels)
     refit_accuracy = accuracy(model, mnist.test)
+    margins.record("refit: gap under 0.35 x one-shot's",
+                   0.35 * (full - one_shot) - (full - refit_accuracy))
     assert full - refit_accuracy < 0.35 * (full - one_shot)  # most of the loss recovered
     assert all(layer.error_after < layer.error_before for layer in report.layers.values())
     assert report.kept and report.loss_after < report.loss_before
+    # A kept weight whose input is 0 on every example is solved to exactly 0 (here fc2's
+    # weights from 3 fc1 units made dead, kept on purpose), and the report, counted
+    # again, says what is really there.
+    dead = copy_model(dense)
+    with torch.no_grad():
+        dead.fc1.bias[:3] = -1e3
+    scores = magnitude_scores(dead)
+    scores["fc2.weight"][:, :3] = 1e9
+    model = copy_model(dead)
+    pruning = prune(model, scores, sparsity=0.9)
+    refit(model, dead, examples)
+    with torch.no_grad():
+        silent = (torch.relu(model.fc1(examples.flatten(1))) == 0).all(0)
+    kept = model.fc2.weight_mask.bool()
+    assert silent[:3].all() and torch.equal(kept & (model.fc2.weight == 0), kept & silent)
+    zeros = sum(int((getattr(model, f"fc{i}").weight == 0).sum()) for i in (1, 2, 3))
+    assert zeros >= round(0.9 * n) + 3 * 64
+    assert pruning.recount(model).sparsity == zeros / n
 
     val = lambda m: accuracy(m, mnist.val)  # noqa: E731
     plain = prune(copy_model(dense), magnitude_scores(dense), min_accuracy=0.9, evaluate=val,
@@ -222,6 +246,8 @@ def test_refit_recovers_what_one_shot_pruning_lost_on_mnist(mnist, fresh_seed):
     model = copy_model(dense)
     pruned, fit = prune_and_refit(model, magnitude_scores(dense), examples, labels=labels,
                                   min_accuracy=0.9, evaluate=val, tolerance=0.01)
+    margins.record("refit: floor's sparsity over plain + 0.02",
+                   pruned.sparsity - plain.sparsity - 0.02)
     assert pruned.sparsity > plain.sparsity + 0.02  # the floor holds further with the refit
     assert fit.accuracy_after >= 0.9 and val(model) == fit.accuracy_after
     assert pruned.evaluations and pruned.min_accuracy == 0.9
@@ -239,6 +265,8 @@ def test_prune_and_compare_refit_from_the_command_line(data_dir, tmp_path, capsy
     assert set(fit["layers"]) == {"fc1", "fc2", "fc3"} and fit["examples"] == 512
     assert result["pruned_val_accuracy"] == fit["accuracy_after"] > fit["accuracy_before"]
     assert fit["kept"] and fit["loss_after"] < fit["loss_before"]
+    n = 784 * 128 + 128 * 64 + 64 * 10  # kept weights of blank pixels are refit to 0
+    assert result["sparsity"] > round(0.9 * n) / n and result["per_layer"]["fc1.weight"] > 0.9
 
     runs = tmp_path / "compare"
     assert main(["compare", "--data-dir", str(data_dir), "--model", "paper-mlp", "--epochs", "1",
@@ -248,6 +276,7 @@ def test_prune_and_compare_refit_from_the_command_line(data_dir, tmp_path, capsy
     assert "_s0.9_refit_ft0_" in results["name"]
     (point,) = results["methods"][0]["points"]
     assert point["refit_kept"] and point["test_accuracy"] > point["test_accuracy_before_refit"]
+    assert point["sparsity"] == 0.9 < point["zeros"]  # the goal, and the zeros really there
     for bad, message in ((["--finetune-epochs", "1", "--finetune-ramp", "4"], "give one"),
                          (["--calibration", "0"], "--calibration N")):
         assert main(["compare", "--data-dir", str(data_dir), "--methods", "magnitude",

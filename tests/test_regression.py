@@ -15,6 +15,7 @@ from bingo.regression import COLUMNS, FEATURES, SubsetRegression
 from bingo.rules import SearchChange
 from bingo.subsets import fraction_to_threshold
 from bingo.targets import select_targets
+from tests import margins, needs
 from tests.test_search import snapshot, train_steps
 
 K = 6
@@ -73,10 +74,10 @@ def test_feature_coefficients_stay_non_negative(fresh_seed):
 @pytest.mark.parametrize("backend_name", ["cpp", "triton"])
 def test_every_backend_reads_the_same_subsets(backend_name, fresh_seed, kernel_device):
     if backend_name == "cpp":
-        assert cpp.available(), "the C++ backend is not built (pip install -e . with a compiler)"
+        needs.cpp_backend()
         backend, device = cpp, "cpu"
     else:
-        pytest.importorskip("triton", reason="triton is not installed; CI installs it")
+        needs.triton()
         from bingo.kernels import ops as backend
         device = kernel_device
     targets, beta, _ = _problem(fresh_seed)
@@ -116,6 +117,31 @@ def test_search_feeds_the_regression_every_n_steps(mnist, fresh_seed):
     twin.load_state_dict(search.state_dict())
     for n, b in search.regression.coefficients().items():
         assert torch.equal(twin.regression.coefficients()[n], b)
+
+
+def test_regression_scores_are_each_layers_coefficients_times_its_features(mnist, fresh_seed):
+    """Each weight's score worked out from its own layer's coefficients and its proxies:
+    obd = ½ F̄ w², reset = R / steps, distance = w² (pruning's reset target is 0). With
+    24 steps of 6 variants the two layers' fits differ (on 40 seeds of 40; with 4 steps of
+    4, 3 seeds of 40 zeroed both), so a score from the wrong layer's fit shows."""
+    torch.manual_seed(fresh_seed)
+    model = mlp([784, 21, 10])
+    search = bingo.TicketSearch(model, fraction=0.1, variants=6, seed=fresh_seed,
+                                regression_every=1)
+    train_steps(model, mnist.train, 24, search=search)
+    scores = search.significance("regression")
+    beta, steps = search.regression.coefficients(), search.proxies.steps
+    margins.record("regression: the layers' fits differ",
+                   float((beta["fc1.weight"][:3] - beta["fc2.weight"][:3]).abs().max()))
+    assert not torch.equal(beta["fc1.weight"][:3], beta["fc2.weight"][:3])
+    for i, t in enumerate(search.targets):
+        w = model.get_parameter(t.name).detach().double()
+        sums = {k: v.double() for k, v in search.proxies.sums[i].items()}
+        b = dict(zip(COLUMNS, beta[t.name].tolist()))
+        want = (b["obd"] * 0.5 * (sums["fisher"] / steps) * w * w
+                + b["reset"] * sums["reset"] / steps + b["distance"] * w * w)
+        torch.testing.assert_close(scores[t.name].double(), want, rtol=1e-5,
+                                   atol=1e-6 * float(want.abs().max()))
 
 
 def test_regression_needs_its_searches(mnist, fresh_seed):

@@ -10,9 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bingo import TicketSearch
-from bingo.models import lenet300
-from bingo.reference import subset_masks
+from bingo.models import lenet300, paper_mlp
 from bingo.data import batches
+from bingo.subsets import fraction_to_threshold
+from tests import margins
+from tests.test_targets import independent_masks
 
 
 class Jitter(nn.Module):
@@ -45,6 +47,17 @@ def train_steps(model, data, n, lr=1e-3, seed=0, search=None, after_step=None):
         if after_step is not None:
             after_step(i, x, y)
     return opt
+
+
+def trained_search(mnist, seed, steps=30, **options):
+    """The paper MLP trained ``steps`` Adam steps with a search (K = 2, 512 kept examples
+    unless ``options`` say otherwise) after each."""
+    torch.manual_seed(seed)
+    model = paper_mlp()
+    search = TicketSearch(model, **{"fraction": 0.05, "variants": 2, "seed": seed,
+                                    "calibration": 512, **options})
+    train_steps(model, mnist.train, steps, seed=seed, search=search)
+    return model, search
 
 
 def snapshot(model):
@@ -119,15 +132,15 @@ def test_evaluated_subsets_are_the_regenerated_ones(mnist, batch, granularity, f
     init = search.state_dict()["initial"]
     assert len(seen) == 2 * (1 + 11) * len(layers)
     calls = [seen[i:i + len(layers)] for i in range(0, len(seen), len(layers))]
+    threshold = fraction_to_threshold(0.07)
     for step in range(2):
-        plan = search.plan(step)
+        expected = independent_masks(model, granularity, fresh_seed, step, range(11), threshold)
         first = calls[step * 12]
         for (name, w, b), t in zip(first, search.targets):  # unchanged model first
             assert torch.equal(w, params[t.name]) and torch.equal(b, params[f"{name}.bias"])
         for k in range(11):
-            masks = subset_masks(plan, [k], search.targets, torch.device("cpu"))
-            for (name, w, b), t, m in zip(calls[step * 12 + 1 + k], search.targets, masks):
-                m = m[0]
+            for (name, w, b), t in zip(calls[step * 12 + 1 + k], search.targets):
+                m = expected[t.name][k]
                 full = m.view(t.shape) if granularity == "weight" else t.expand_units(m)
                 assert torch.equal(w, torch.where(full, init[t.name], params[t.name]))
                 if granularity == "neuron":
@@ -158,10 +171,13 @@ def test_scores_follow_the_evaluated_subsets(mnist, batch, granularity, fresh_se
     assert [r.after for r in search.history] == [r.after for r in searches["contrast"].history]
     damage = torch.tensor([a - r.before for r in search.history for a in r.after],
                           dtype=torch.float64)
+    margins.record(f"search ({granularity}): smallest |damage| over 1e-4",
+                   float(damage.abs().min()) - 1e-4)
     assert (damage.abs() > 1e-4).all()  # every reset measurably changed the loss
-    masks = [torch.cat([m.double() for m in subset_masks(search.plan(s), range(5), search.targets,
-                                                          torch.device("cpu"))], dim=1)
-             for s in range(3)]
+    threshold = fraction_to_threshold(0.3)
+    masks = [torch.cat([m.double() for m in independent_masks(
+        model, granularity, fresh_seed, s, range(5), threshold).values()], dim=1)
+        for s in range(3)]
     reset = torch.cat(masks)  # [searches, elements]
     count = reset.sum(0)
     total = reset.shape[0]
@@ -183,15 +199,15 @@ def test_fraction_of_weights_reset_matches_request(mnist, batch):
     search = TicketSearch(model, fraction=0.05, variants=4)
     train_steps(model, mnist.train, 1)
     search.step(*batch)
-    masks = subset_masks(search.plan(0), range(4), search.targets, torch.device("cpu"))
+    masks = independent_masks(model, "weight", 0, 0, range(4), 13).values()
     share = sum(int(m.sum()) for m in masks) / (4 * search.numel)
     assert abs(share - 13 / 256) < 0.002 and search.effective_fraction == 13 / 256
 
 
-def run_resumable(mnist, rule, granularity, steps, split=None):
+def run_resumable(mnist, rule, granularity, steps, split=None, **options):
     torch.manual_seed(0)
     model = lenet300()
-    kw = dict(fraction=0.1, variants=3, rule=rule, granularity=granularity, seed=5)
+    kw = dict(fraction=0.1, variants=3, rule=rule, granularity=granularity, seed=5, **options)
     search = TicketSearch(model, **kw)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
@@ -229,6 +245,31 @@ def test_resume_is_bit_identical(mnist, rule, granularity):
     assert resumed.step_count == 6 and resumed.totals.searches == whole.totals.searches == 18
 
 
+def test_resume_keeps_the_proxies_the_kept_examples_and_the_calibrated_scores(mnist):
+    """What the default estimator reads resumes exactly too: the proxy sums and how many
+    steps fed them (split at step 4: fisher and reset are folded in on steps 0, 3, 6), the
+    last ``calibration`` examples (fewer than were seen), and the calibrated scores."""
+    kw = dict(calibration=200)
+    whole = run_resumable(mnist, "paper", "weight", steps=8, **kw)
+    resumed = run_resumable(mnist, "paper", "weight", steps=8, split=4, **kw)
+    assert whole.proxies.steps == resumed.proxies.steps == 3
+    for a, b in zip(whole.proxies.sums, resumed.proxies.sums):
+        assert set(a) == set(b) == {"fisher", "reset", "movement"}
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    (xa, ya), (xb, yb) = whole.calibration_batch(), resumed.calibration_batch()
+    assert len(ya) == 200 and torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert torch.equal(xa, mnist.train.images[:512][
+        torch.randperm(512, generator=torch.Generator().manual_seed(0))][-200:])
+    a = whole.significance("calibrated", sparsity=0.9)
+    b = resumed.significance("calibrated", sparsity=0.9)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert whole.last_calibration.to_dict() == resumed.last_calibration.to_dict()
+    for name, keep in whole.last_calibration.keep.items():
+        assert torch.equal(keep, resumed.last_calibration.keep[name]), name
+
+
 def test_load_refuses_other_configuration(batch):
     a = TicketSearch(lenet300(), fraction=0.1, variants=3)
     b = TicketSearch(lenet300(), fraction=0.1, variants=4)
@@ -240,6 +281,29 @@ def test_load_refuses_other_configuration(batch):
 def test_fraction_outside_unit_interval(bad):
     with pytest.raises(ValueError, match=r"fraction must lie strictly between 0 and 1"):
         TicketSearch(lenet300(), fraction=bad, variants=4)
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(metric="auc"), r"metric must be one of \('loss', 'accuracy'\), got 'auc'"),
+    (dict(seed=-1), r"seed must be an integer in \[0, 2\*\*64\) .*got -1"),
+    (dict(seed=2 ** 64), r"seed must be an integer in \[0, 2\*\*64\) .*got 18446744073709551616"),
+    (dict(seed=1.5), r"seed must be an integer .*got 1.5"),
+    (dict(seed=True), r"seed must be an integer .*got True"),
+    (dict(calibration=-1), r"calibration must be an integer >= 0 \(examples kept\), got -1"),
+    (dict(calibration=100.0), r"calibration must be an integer >= 0 .*got 100.0"),
+    (dict(granularity="row"), r"granularity must be one of \('weight', 'neuron'\) .*got 'row'"),
+    (dict(rule="best"), r"unknown rule 'best'; choose one of"),
+    (dict(reset_to="mean"), r"reset_to must be one of \('init', 'zero'\), got 'mean'"),
+    (dict(proxy_decay=0.0), r"proxy decay must lie in \(0, 1\]"),
+])
+def test_bad_options_are_refused_by_name_and_leave_the_model_alone(options, message):
+    model = lenet300()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=message):
+        TicketSearch(model, **options)
+    after = snapshot(model)
+    assert all(torch.equal(v, after[0][k]) for k, v in before[0].items())
+    assert torch.equal(before[3], after[3])
 
 
 @pytest.mark.parametrize("bad", [-1, -3, 2.5, True])
