@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import bingo
-from bingo import estimators
+from bingo import calibrated
 from bingo.data import resolve_data_dir
 
 CONTEXT = 32
@@ -91,10 +91,10 @@ def main() -> None:
     print("|---:|---|---|---:|---:|---:|")
     rows = [("magnitude", None), ("mag+movement", None), ("calibrated", "probes"),
             ("calibrated", "every pair")]
-    default_limit = estimators.PAIR_LAYERS
+    default_limit = calibrated.PAIR_LAYERS
     for sparsity in (0.5, 0.7):
         for name, budgets in rows:
-            estimators.PAIR_LAYERS = 10 ** 6 if budgets == "every pair" else default_limit
+            calibrated.PAIR_LAYERS = 10 ** 6 if budgets == "every pair" else default_limit
             t = time.perf_counter()
             scores = search.significance(name, sparsity=sparsity)
             seconds = time.perf_counter() - t
@@ -103,7 +103,7 @@ def main() -> None:
             forwards = search.last_calibration.evaluations if budgets else ""
             print(f"| {sparsity:.0%} | {name} | {budgets or ''} | {held_out(pruned):.4f} | "
                   f"{seconds:.1f} | {forwards} |", flush=True)
-    estimators.PAIR_LAYERS = default_limit
+    calibrated.PAIR_LAYERS = default_limit
 
 
 if __name__ == "__main__":

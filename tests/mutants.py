@@ -58,15 +58,15 @@ MUTANTS: List[Mutant] = [
            'self.decay = float(state["decay"])', ("tests/test_search.py",
                                                   "tests/test_proxies.py"),
            "Proxies.load_state_dict forgets how many steps fed fisher and reset"),
-    Mutant("meter-borrow", "bingo/estimators.py",
+    Mutant("meter-borrow", "bingo/meter.py",
            "self.borrowed = _Borrowed(search.model, [w.device for w in self.weights.values()])",
            'self.borrowed = __import__("contextlib").nullcontext()', ("tests/test_estimators.py",),
            "the calibration meter neither switches to eval mode nor saves the RNG"),
-    Mutant("mixtures-ignore-proxy", "bingo/estimators.py",
+    Mutant("mixtures-ignore-proxy", "bingo/candidates.py",
            'other = global_ranks(single[n.split("+", 1)[1]])',
            'other = global_ranks(single["magnitude"])', ("tests/test_estimators.py",),
            "the mag+<proxy> mixtures rank by magnitude alone"),
-    Mutant("swaps-not-encoded", "bingo/estimators.py",
+    Mutant("swaps-not-encoded", "bingo/calibrated.py",
            "best, report.loss_after_swaps, report.swaps, keep = swap_search(",
            "_, report.loss_after_swaps, report.swaps, keep = swap_search(",
            ("tests/test_estimators.py",),
@@ -144,7 +144,10 @@ MUTANTS: List[Mutant] = [
 def copy_tree(dest: Path) -> None:
     """The package (kernels inside it, as installed), its tests and its build files."""
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache")
-    shutil.copytree(ROOT / "bingo", dest / "bingo", ignore=ignore)
+
+    def package(src, names):  # a bingo/kernels link (bench/gpu_checks.sh makes one) skipped
+        return ignore(src, names) | ({"kernels"} if Path(src) == ROOT / "bingo" else set())
+    shutil.copytree(ROOT / "bingo", dest / "bingo", ignore=package)
     shutil.copytree(ROOT / "kernels", dest / "bingo" / "kernels", ignore=ignore)
     shutil.copytree(ROOT / "tests", dest / "tests", ignore=ignore)
     shutil.copytree(ROOT / "csrc", dest / "csrc", ignore=ignore)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import bingo
-from bingo import estimators, reference
+from bingo import calibrated, candidates, estimators, reference
+from bingo.meter import Meter, layer_ranks
 from bingo.compare import CompareJob, run_compare
 from bingo.models import build_model, mlp
 from bingo.pruning import prune
@@ -27,7 +28,7 @@ def test_kept_prefixes_give_the_losses_of_whole_forwards(mnist, model_name, budg
     layer, kept for the pruned counts before it: along a budget search's moves (pairs of
     layers, revisits) every loss equals a whole forward's bit for bit, also with in-place
     layers and with the kept activations evicted down to one; the model is untouched."""
-    monkeypatch.setattr(estimators, "PREFIX_BYTES", budget)
+    monkeypatch.setattr("bingo.meter.PREFIX_BYTES", budget)
     torch.manual_seed(fresh_seed)
     model = build_model("convnet") if model_name == "convnet" else torch.nn.Sequential(
         torch.nn.Flatten(), torch.nn.Linear(784, 37), torch.nn.ReLU(inplace=True),
@@ -35,12 +36,12 @@ def test_kept_prefixes_give_the_losses_of_whole_forwards(mnist, model_name, budg
     search = bingo.TicketSearch(model, variants=0, calibration=300)
     train_steps(model, mnist.train, 6, seed=fresh_seed, search=search)
     before = snapshot(model)
-    kept, whole = estimators._Meter(search), estimators._Meter(search)
+    kept, whole = Meter(search), Meter(search)
     whole._prefixes = None
     assert kept.layers is not None and len(kept._prefixes.cuts) == len(search.targets)
     gen = torch.Generator().manual_seed(fresh_seed)
     scores = {n: torch.rand(w.shape, generator=gen) for n, w in kept.weights.items()}
-    ranks = estimators.layer_ranks(scores)
+    ranks = layer_ranks(scores)
     sizes = {n: w.numel() for n, w in kept.weights.items()}
     names = list(sizes)
     split = {n: int(0.7 * sizes[n]) for n in names}
@@ -61,7 +62,7 @@ def test_kept_prefixes_give_the_losses_of_whole_forwards(mnist, model_name, budg
     else:
         margins.record(f"prefixes ({model_name}): forwards resumed", kept._prefixes.resumed)
         assert kept._prefixes.resumed > 0
-    other = estimators.layer_ranks({n: -s for n, s in scores.items()})  # a new ranking
+    other = layer_ranks({n: -s for n, s in scores.items()})  # a new ranking
     assert kept.loss(other, split) == whole.loss(other, split)
     assert all(torch.equal(v, before[0][k]) for k, v in snapshot(model)[0].items())
 
@@ -107,7 +108,7 @@ def test_budget_scores_prune_exactly_the_budgets(fresh_seed):
     scores = {"a.weight": torch.randn(37, 11, generator=gen),
               "b.weight": torch.randn(13, 5, generator=gen), "c.weight": torch.randn(3, generator=gen)}
     pruned = {"a.weight": 300, "b.weight": 7, "c.weight": 0}
-    out = estimators.budget_scores(scores, pruned)
+    out = calibrated.budget_scores(scores, pruned)
     order = torch.sort(torch.cat([v.reshape(-1) for v in out.values()]), stable=True).indices
     gone = torch.zeros(order.numel(), dtype=torch.bool)
     gone[order[:307]] = True
@@ -127,7 +128,7 @@ def test_budgeted_chooses_the_lowest_measured_loss_and_leaves_the_model_alone(mn
     scores = search.significance("budgeted", sparsity=0.8)
     report = search.last_calibration
     assert report.chosen == min(report.losses, key=report.losses.get)
-    assert set(report.losses) == set(estimators.PROXY_ESTIMATORS + estimators.MIXTURES)
+    assert set(report.losses) == set(candidates.PROXY_ESTIMATORS + candidates.MIXTURES)
     assert report.examples == 512 and report.evaluations > len(report.losses)
     for k, v in snapshot(model)[0].items():
         assert torch.equal(v, before[0][k])
@@ -156,7 +157,7 @@ def test_refit_aware_calibration_chooses_the_lowest_loss_after_a_refit(mnist, fr
     report = search.last_calibration
     losses = report.refit_losses
     own = f"budgeted ({report.chosen})"
-    assert set(losses) == set(estimators.available(search)) | {own, "calibrated"}
+    assert set(losses) == set(candidates.available(search)) | {own, "calibrated"}
     assert report.refit_chosen == min(losses, key=losses.get)
     for k, v in snapshot(model)[0].items():
         assert torch.equal(v, before[0][k])
@@ -177,7 +178,7 @@ def test_refit_aware_calibration_chooses_the_lowest_loss_after_a_refit(mnist, fr
 def test_budget_balancing_measures_each_split_once_and_ends_at_a_local_minimum(mnist,
                                                                               fresh_seed):
     _, search = trained_search(mnist, fresh_seed)
-    meter = estimators._Meter(search)
+    meter = Meter(search)
     scores = search.significance("mag+reset")
     splits = []
     real_loss = meter.loss
@@ -186,11 +187,11 @@ def test_budget_balancing_measures_each_split_once_and_ends_at_a_local_minimum(m
         splits.append(tuple(pruned.values()))
         return real_loss(ranks, pruned)
     meter.loss = counting
-    pruned, best = estimators.balance_budgets(meter, scores, 0.8)
+    pruned, best = calibrated.balance_budgets(meter, scores, 0.8)
     assert len(splits) == len(set(splits)) > 1  # every split measured once
     total = sum(s.numel() for s in scores.values())
     assert sum(pruned.values()) == round(0.8 * total)
-    ranks = estimators.layer_ranks(scores)
+    ranks = layer_ranks(scores)
     assert real_loss(ranks, pruned) == best
     step, smallest = max(1, sum(pruned.values()) // 20), max(1, sum(pruned.values()) // 2000)
     while step // 2 >= smallest:  # the last step size tried: halvings stop below smallest
@@ -218,16 +219,16 @@ def test_budget_balancing_of_many_layers_probes_them_and_tries_few_pairs(mnist, 
     search = bingo.TicketSearch(model, seed=fresh_seed, calibration=256)
     train_steps(model, mnist.train, 30, seed=fresh_seed, search=search)
     scores = search.significance("mag+reset")
-    ranks = estimators.layer_ranks(scores)
-    runs, ways = {}, (("probed", estimators.PAIR_LAYERS), ("every pair", 6))
+    ranks = layer_ranks(scores)
+    runs, ways = {}, (("probed", calibrated.PAIR_LAYERS), ("every pair", 6))
     for way, limit in ways:
-        monkeypatch.setattr(estimators, "PAIR_LAYERS", limit)
-        meter = estimators._Meter(search)
-        pruned, best = estimators.balance_budgets(meter, scores, 0.85)
+        monkeypatch.setattr(calibrated, "PAIR_LAYERS", limit)
+        meter = Meter(search)
+        pruned, best = calibrated.balance_budgets(meter, scores, 0.85)
         runs[way] = (pruned, best, meter.evaluations)
         assert sum(pruned.values()) == round(0.85 * sum(x.numel() for x in scores.values()))
         assert meter.loss(ranks, pruned) == best
-        start = estimators._global_counts(scores, 0.85)
+        start = calibrated.global_counts(scores, 0.85)
         gain = meter.loss(ranks, start) - best
         margins.record(f"balancing ({way}): loss gained on the global split", gain)
         assert gain > 0  # six layers' budgets are never all right
@@ -241,13 +242,13 @@ def test_budget_balancing_of_many_layers_probes_them_and_tries_few_pairs(mnist, 
     even = {f"layer{i}": torch.rand(997, generator=gen) for i in range(6)}
     forwards = {}
     for way, limit in ways:
-        monkeypatch.setattr(estimators, "PAIR_LAYERS", limit)
+        monkeypatch.setattr(calibrated, "PAIR_LAYERS", limit)
         calls = []
         flat = SimpleNamespace(loss=lambda r, split: calls.append(split) or 1.0)
-        estimators.balance_budgets(flat, even, 0.5)
+        calibrated.balance_budgets(flat, even, 0.5)
         forwards[way] = len(calls) - 1   # less the start's
     rounds = forwards["every pair"] // 30
-    assert rounds >= 5 and forwards == {"probed": rounds * (12 + estimators.PAIR_TRIALS),
+    assert rounds >= 5 and forwards == {"probed": rounds * (12 + calibrated.PAIR_TRIALS),
                                         "every pair": rounds * 30}
 
 
@@ -344,7 +345,7 @@ def test_compare_estimator_rows_share_one_run(data_dir):
 
 def _global_ranks_by_numpy(tensors):
     """Each value's place in one stable ascending order of all of them, over the count:
-    ``estimators.global_ranks`` worked out here with numpy instead."""
+    ``candidates.global_ranks`` worked out here with numpy instead."""
     flat = np.concatenate([t.detach().reshape(-1).double().numpy() for t in tensors])
     ranks = np.empty(len(flat))
     ranks[np.argsort(flat, kind="stable")] = np.arange(len(flat)) / len(flat)
