@@ -10,7 +10,7 @@ margin and how many seeds failed:
 
     python tests/margins.py --data-dir ../shared/data --seeds 50
 
-Not part of CI's default run (about 10 minutes for 50 seeds on 2 cores); the figures
+Not part of CI's default run (about 15 minutes for 50 seeds on 2 cores); the figures
 of its last run are quoted next to each assertion.
 """
 from __future__ import annotations
@@ -51,11 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("BINGO_DATA"))
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("-k", default=None, help="only the tests whose id contains this")
+    parser.add_argument("-k", nargs="*", default=None,
+                        help="only the tests whose id contains one of these")
+    parser.add_argument("--out", default=None, help="also keep every row (JSON lines) here")
     args = parser.parse_args(argv)
     if not args.data_dir:
         parser.error("pass --data-dir DIR (the folder holding MNIST/raw/) or set BINGO_DATA")
-    tests = [t for t in TESTS if args.k is None or args.k in t]
+    tests = [t for t in TESTS if args.k is None or any(k in t for k in args.k)]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "margins.jsonl"
         for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -65,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "no:cacheprovider", "--data-dir", args.data_dir], cwd=ROOT,
                            env=env, capture_output=True)
             print(f"seed {seed} done", file=sys.stderr, flush=True)
+        if args.out:
+            Path(args.out).write_text(out.read_text())
         seen = defaultdict(list)
         for line in out.read_text().splitlines():
             row = json.loads(line)

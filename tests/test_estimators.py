@@ -60,6 +60,7 @@ def test_kept_prefixes_give_the_losses_of_whole_forwards(mnist, model_name, budg
     if budget == 1:  # one activation kept at a time: correct, seldom reused
         assert len(kept._prefixes.kept) == 1
     else:
+        # 29 of the 30 trials resumed on each of 55 seeds of 0-59 (tests/margins.py)
         margins.record(f"prefixes ({model_name}): forwards resumed", kept._prefixes.resumed)
         assert kept._prefixes.resumed > 0
     other = layer_ranks({n: -s for n, s in scores.items()})  # a new ranking
@@ -210,8 +211,10 @@ def test_budget_balancing_of_many_layers_probes_them_and_tries_few_pairs(mnist, 
                                                                        monkeypatch):
     """Beyond PAIR_LAYERS targets a round probes each layer alone and measures only the
     PAIR_TRIALS most promising pairs: 2n + PAIR_TRIALS forwards a round, not n(n - 1) (the
-    gap grows as n²), the total kept, a loss below the global ranking's split and near
-    every pair's. (The real runs' total forwards are not compared: the two ways take
+    gap grows as n²), the total kept, a loss never above the global ranking's split and
+    near every pair's, and on a loss with a known best split, that split. (A gain over
+    the global split is not asserted on the trained net: on seed 58 of 0-99 neither way
+    found one. The real runs' total forwards are not compared either: the two ways take
     different paths and numbers of rounds; on 2 seeds of 26 the probed way took 0.84 and
     0.995 of every pair's total.)"""
     torch.manual_seed(fresh_seed)
@@ -229,12 +232,12 @@ def test_budget_balancing_of_many_layers_probes_them_and_tries_few_pairs(mnist, 
         assert sum(pruned.values()) == round(0.85 * sum(x.numel() for x in scores.values()))
         assert meter.loss(ranks, pruned) == best
         start = calibrated.global_counts(scores, 0.85)
-        gain = meter.loss(ranks, start) - best
-        margins.record(f"balancing ({way}): loss gained on the global split", gain)
-        assert gain > 0  # six layers' budgets are never all right
+        assert best <= meter.loss(ranks, start)  # moves are kept only when they help
     probed, every = runs["probed"], runs["every pair"]
+    # as good a split, near enough: 1.05 x every pair's less the probed loss was at least
+    # 0.099 on seeds 0-99 (tests/margins.py)
     margins.record("balancing: probed loss under 1.05 x every pair's", 1.05 * every[1] - probed[1])
-    assert probed[1] < 1.05 * every[1]  # as good a split, near enough
+    assert probed[1] < 1.05 * every[1]
     # Forwards a round: a flat loss (no move improves, every round halves the step) on six
     # layers with room for every move (a layer with less room than the step clips it,
     # and clipped moves repeat splits already measured).
@@ -250,6 +253,16 @@ def test_budget_balancing_of_many_layers_probes_them_and_tries_few_pairs(mnist, 
     rounds = forwards["every pair"] // 30
     assert rounds >= 5 and forwards == {"probed": rounds * (12 + calibrated.PAIR_TRIALS),
                                         "every pair": rounds * 30}
+    # A separable convex loss whose best split (same total) is known: both ways reach it.
+    start = calibrated.global_counts(even, 0.5)
+    best_split = dict(zip(even, (100, 300, 500, 600, 700, 791)))
+    assert sum(best_split.values()) == sum(start.values()) == round(0.5 * 6 * 997)
+    bowl = SimpleNamespace(loss=lambda r, split: float(
+        sum((split[n] - best_split[n]) ** 2 for n in split)))
+    for way, limit in ways:
+        monkeypatch.setattr(calibrated, "PAIR_LAYERS", limit)
+        pruned, best = calibrated.balance_budgets(bowl, even, 0.5)
+        assert pruned == best_split and best == 0.0, way
 
 
 def test_calibrated_swaps_only_what_lowers_the_measured_loss(mnist, fresh_seed):

@@ -212,13 +212,17 @@ def test_refit_recovers_what_one_shot_pruning_lost_on_mnist(mnist, fresh_seed):
     n = 784 * 128 + 128 * 64 + 64 * 10
     assert pruning.sparsity == round(0.9 * n) / n
     one_shot, full = accuracy(model, mnist.test), accuracy(dense, mnist.test)
-    margins.record("refit: one-shot accuracy under dense - 0.02", full - 0.02 - one_shot)
-    assert one_shot < full - 0.02  # magnitude pruning of an Adam-trained MLP loses points
+    # magnitude pruning of an Adam-trained MLP loses points: 2.08 at least, 5.0 in the
+    # median on seeds 0-99 (tests/margins.py), hence a threshold of 1
+    margins.record("refit: one-shot accuracy under dense - 0.01", full - 0.01 - one_shot)
+    assert one_shot < full - 0.01
     report = refit(model, dense, examples, labels=labels)
     refit_accuracy = accuracy(model, mnist.test)
-    margins.record("refit: gap under 0.35 x one-shot's",
-                   0.35 * (full - one_shot) - (full - refit_accuracy))
-    assert full - refit_accuracy < 0.35 * (full - one_shot)  # most of the loss recovered
+    # most of the loss recovered: the refit's gap to dense was at most 0.31 of one-shot's
+    # (0.12 in the median) on seeds 0-99, hence a threshold of a half
+    margins.record("refit: gap under 0.5 x one-shot's",
+                   0.5 * (full - one_shot) - (full - refit_accuracy))
+    assert full - refit_accuracy < 0.5 * (full - one_shot)
     assert all(layer.error_after < layer.error_before for layer in report.layers.values())
     assert report.kept and report.loss_after < report.loss_before
     # A kept weight whose input is 0 on every example is solved to exactly 0 (here fc2's
@@ -246,9 +250,11 @@ def test_refit_recovers_what_one_shot_pruning_lost_on_mnist(mnist, fresh_seed):
     model = copy_model(dense)
     pruned, fit = prune_and_refit(model, magnitude_scores(dense), examples, labels=labels,
                                   min_accuracy=0.9, evaluate=val, tolerance=0.01)
+    # the floor holds further with the refit: 3.9 points of sparsity at least, 7.0 in the
+    # median on seeds 0-99
     margins.record("refit: floor's sparsity over plain + 0.02",
                    pruned.sparsity - plain.sparsity - 0.02)
-    assert pruned.sparsity > plain.sparsity + 0.02  # the floor holds further with the refit
+    assert pruned.sparsity > plain.sparsity + 0.02
     assert fit.accuracy_after >= 0.9 and val(model) == fit.accuracy_after
     assert pruned.evaluations and pruned.min_accuracy == 0.9
 

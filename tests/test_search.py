@@ -171,6 +171,7 @@ def test_scores_follow_the_evaluated_subsets(mnist, batch, granularity, fresh_se
     assert [r.after for r in search.history] == [r.after for r in searches["contrast"].history]
     damage = torch.tensor([a - r.before for r in search.history for a in r.after],
                           dtype=torch.float64)
+    # the smallest |damage| was 0.031 on 55 seeds of 0-59 (tests/margins.py)
     margins.record(f"search ({granularity}): smallest |damage| over 1e-4",
                    float(damage.abs().min()) - 1e-4)
     assert (damage.abs() > 1e-4).all()  # every reset measurably changed the loss
