@@ -7,7 +7,7 @@ the package, the kernels and the tests to a temporary folder, applies one mutant
 reports whether they failed ("caught") or passed ("MISSED"). Before any mutant, the
 unchanged copy must pass the same files, and the copy must be what Python imports.
 
-Run by hand (not part of CI's default run; 4 min 15 s on the 2-core dev VM):
+Run by hand (not part of CI's default run; 3-4 minutes on the 2-core dev VM):
 
     python tests/mutants.py --data-dir ../shared/data            # every mutant
     python tests/mutants.py --data-dir ../shared/data --only targets-offset rule-sign-mean
