@@ -65,16 +65,21 @@ def count_zeros(model: nn.Module, names: Sequence[str]) -> Dict[str, LayerReport
     multiplies by (``weight_orig * weight_mask`` once pruned)."""
     out = {}
     for name in names:
-        module_name, _, attr = name.rpartition(".")
-        module = model.get_submodule(module_name)
+        module, attr = _owner(model, name)
         mask = getattr(module, attr + "_mask", None)
-        weight = getattr(module, attr)
-        if mask is not None:  # what the next forward computes, whatever is cached
-            weight = getattr(module, attr + "_orig") * mask
-        pruned = int((mask == 0).sum()) if mask is not None else 0
+        if mask is None:
+            weight, pruned = getattr(module, attr), 0
+        else:  # what the next forward computes, whatever is cached
+            weight, pruned = getattr(module, attr + "_orig") * mask, int((mask == 0).sum())
         zeros = int((weight == 0).sum())
         out[name] = LayerReport(weight.numel(), pruned, zeros, zeros / weight.numel())
     return out
+
+
+def _owner(model: nn.Module, name: str) -> tuple:
+    """(module, attribute) of a parameter name such as ``"fc1.weight"``."""
+    module_name, _, attr = name.rpartition(".")
+    return model.get_submodule(module_name), attr
 
 
 class _Scored:
@@ -252,8 +257,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     """Enforce keep-masks {parameter name: bool tensor of its shape} through
     torch.nn.utils.prune (combined with any mask already there)."""
     for name, keep in masks.items():
-        module_name, _, attr = name.rpartition(".")
-        module = model.get_submodule(module_name)
+        module, attr = _owner(model, name)
         torch_prune.custom_from_mask(module, attr, keep.to(torch.bool))
 
 
@@ -261,8 +265,7 @@ def current_masks(model: nn.Module, names) -> Dict[str, torch.Tensor]:
     """The keep-masks in force on ``names`` (all True for a tensor never pruned)."""
     out = {}
     for name in names:
-        module_name, _, attr = name.rpartition(".")
-        module = model.get_submodule(module_name)
+        module, attr = _owner(model, name)
         mask = getattr(module, attr + "_mask", None)
         out[name] = (mask != 0).clone() if mask is not None else \
             torch.ones_like(getattr(module, attr), dtype=torch.bool)

@@ -29,7 +29,7 @@ from .reference import SearchBatch, SearchPlan
 from .regression import SubsetRegression, features
 from .rules import SearchChange, Totals, get_rule
 from .subsets import LEVELS, fraction_to_threshold
-from .targets import GRANULARITIES, select_targets, torch_pruned
+from .targets import select_targets, torch_pruned
 
 METRICS = ("loss", "accuracy")
 RESET_TARGETS = ("init", "zero")
@@ -140,9 +140,6 @@ class TicketSearch:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
             raise ValueError(f"seed must be an integer in [0, 2**64) (it keys the subset "
                              f"stream), got {seed!r}")
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES} (reset single "
-                             f"weights, or whole output units), got {granularity!r}")
         if reset_to not in RESET_TARGETS:
             raise ValueError(f"reset_to must be one of {RESET_TARGETS}, got {reset_to!r}")
         if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < 0:

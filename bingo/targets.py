@@ -62,7 +62,8 @@ def select_targets(model: nn.Module, *, granularity: str = "weight",
                    exclude: Optional[Sequence[str] | str] = None) -> List[Target]:
     """The prunable tensors of ``model`` in registration order, with their index ranges."""
     if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+        raise ValueError(f"granularity must be one of {GRANULARITIES} (reset single weights, "
+                         f"or whole output units), got {granularity!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     include_l, exclude_l = _as_list(include), _as_list(exclude)
