@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import List, Optional
 
 from .data import DATASETS, DataNotFoundError
-from .compare import (METHODS, CompareJob, is_method, markdown_table, run_compare,
-                      write_outputs)
-from .jobs import DEFAULT_MIN_ACCURACY, PruneJob, RunSetup, run_prune_job
+from .compare import METHODS, CompareJob, is_method, run_compare
+from .compare_report import markdown_table, write_outputs
+from .jobs import DEFAULT_MIN_ACCURACY, SCHEDULES, PruneJob, RunSetup, run_prune_job
 from .models import MODELS
 from .estimators import ESTIMATORS
 from .rules import RULES
@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"prune as far as validation accuracy stays >= this "
                            f"(default when neither is given: {DEFAULT_MIN_ACCURACY})")
     p.add_argument("--scope", choices=("global", "layer"), default=d.scope)
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="one-shot: train with the search, then prune; gradual: prune during "
+                        "the training run on the cubic schedule (--gmp-start/--gmp-end/"
+                        "--gmp-every), each event choosing its mask by measured loss")
     p.add_argument("--out", type=Path, default=None, help="write the result JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     _compare_parser(sub)
@@ -103,6 +107,13 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
                         "least squares so its outputs on the kept training examples match "
                         "the dense network's (bingo.refit; no gradient step, masks unchanged; "
                         "in compare: the bingo and magnitude rows)")
+    p.add_argument("--gmp-start", type=float, default=d.gmp_start,
+                   help="pruning during training (gmp, bingo-gradual, --schedule gradual): "
+                        "the first event of the cubic schedule, a fraction of the steps")
+    p.add_argument("--gmp-end", type=float, default=d.gmp_end,
+                   help="the last event, when the goal sparsity is reached")
+    p.add_argument("--gmp-every", type=_positive, default=d.gmp_every,
+                   help="training steps between two pruning events")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-limit", type=_positive, default=None,
                    help="train on only the first N training images (quick runs)")
@@ -158,6 +169,8 @@ def _compare_parser(sub) -> None:
 
 
 def summary(result: dict) -> str:
+    if result["method"] == "bingo-gradual":
+        return _gradual_summary(result)
     rows = [
         ("model", f"{result['model']} on {result['dataset']} (seed {result['seed']})"),
         ("sparsity", f"{result['sparsity']:.2%} of prunable weights"),
@@ -170,6 +183,21 @@ def summary(result: dict) -> str:
         ("seconds", f"train {result['train_seconds']:.1f}, search {result['search_seconds']:.1f}, "
                     f"score {result['score_seconds']:.1f}, prune {result['prune_seconds']:.1f}, "
                     f"total {result['total_seconds']:.1f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _gradual_summary(result: dict) -> str:
+    rows = [
+        ("model", f"{result['model']} on {result['dataset']} (seed {result['seed']})"),
+        ("sparsity", f"{result['sparsity']:.2%} of prunable weights, pruned during training "
+                     f"in {len(result['events'])} events"),
+        ("test accuracy", f"{result['pruned_accuracy']:.2%} (val {result['pruned_val_accuracy']:.2%})"),
+        ("events chose", ", ".join(f"{k} {v}" for k, v in result["chosen"].items())),
+        ("per layer", ", ".join(f"{k} {v:.1%}" for k, v in result["per_layer"].items())),
+        ("seconds", f"train {result['train_seconds']:.1f}, search {result['search_seconds']:.1f}, "
+                    f"events {result['prune_seconds']:.1f}, total {result['total_seconds']:.1f}"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -25,33 +25,33 @@ train once per sparsity, report the largest grid sparsity that stays above it.
 from __future__ import annotations
 
 import copy
-import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from .baselines.imp import imp as run_imp
 from .baselines.budgets import smart_ratio
+from .baselines.gmp import GradualMagnitudePruning
+from .baselines.imp import imp as run_imp
 from .baselines.scores import (grasp_scores, magnitude_scores, random_scores, snip_scores,
                                synflow_scores)
 from .calibration import CalibrationBuffer
-from .data import load_dataset
 from .estimators import ESTIMATORS, REFIT_AWARE
 from .gradual import RAMP_SHARE, ramp_from_scores
+from .gradual_ticket import GradualTicketPruning
+from .harness import Harness, MethodResult
 from .jobs import RunSetup, environment
-from .models import build_model
-from .pruning import count_zeros, current_masks, prune
+from .pruning import current_masks, prune
 from .refit import prune_and_refit
 from .targets import select_targets
-from .training import accuracy, make_optimizer, steps_per_epoch, train
+from .training import steps_per_epoch
 
-METHODS = ("bingo", "imp", "magnitude", "random", "smart-ratio", "hybrid", "snip", "grasp",
-           "synflow")
+METHODS = ("bingo", "bingo-gradual", "gmp", "gmp-layer", "imp", "magnitude", "random",
+           "smart-ratio", "hybrid", "snip", "grasp", "synflow")
+GRADUAL = ("bingo-gradual", "gmp", "gmp-layer")  # prune during the one training run
 ESTIMATOR_ROWS = tuple(f"bingo:{e}" for e in ESTIMATORS)
 
 
@@ -95,6 +95,9 @@ class CompareJob(RunSetup):
                 raise ValueError(f"sparsity {s} is not a fraction in (0, 1)")
         if not self.sparsities and self.min_accuracy is None:
             raise ValueError("give --sparsities, --min-accuracy, or both")
+        if any(m in GRADUAL for m in self.methods):
+            for s in self.sparsities:
+                self.schedule_for(s, 1000)  # the schedule's own checks, before any training
         if self.refit and self.finetune_ramp:
             raise ValueError("--refit solves the kept weights of a one-shot mask, and "
                              "--finetune-ramp changes the mask during the fine-tune: give one")
@@ -115,79 +118,11 @@ class CompareJob(RunSetup):
             goal += f"_acc{self.min_accuracy}"
         ramp = f"_ramp{self.finetune_ramp}" if self.finetune_ramp else ""
         refit = "_refit" if self.refit else ""
+        gradual = (f"_gmp{self.gmp_start}-{self.gmp_end}-{self.gmp_every}"
+                   if any(m in GRADUAL for m in self.methods) else "")
         return (f"compare_{self.model}_{self.dataset}_{self.optimizer}{self.lr}_e{self.epochs}_"
-                f"b{self.batch_size}_{goal}{refit}_ft{self.finetune_epochs}{ramp}_seed{self.seed}")
-
-
-@dataclass
-class MethodResult:
-    method: str
-    points: List[Dict[str, float]] = field(default_factory=list)  # sparsity, val/test accuracy
-    threshold: Optional[Dict[str, Any]] = None                    # what the floor allowed
-    dense_test_accuracy: Optional[float] = None
-    dense_val_accuracy: Optional[float] = None
-    seconds: float = 0.0                                          # the method's whole run
-    history: List[Dict[str, Any]] = field(default_factory=list)   # IMP rounds
-
-
-class _Harness:
-    """What every method shares: data, fresh models with the same initial weights,
-    the training loop, evaluation."""
-
-    def __init__(self, job: CompareJob, progress: bool, log: Callable[[str], None]):
-        self.job, self.progress, self.log = job, progress, log
-        self.data = load_dataset(job.dataset, job.data_dir)
-        self.train_split = self.data.train.subset(job.train_limit)
-        self.search_backend: Optional[str] = None  # set once BINGO has searched
-        self.searched: Dict[str, Any] = {}  # granularity -> (model, search, seconds)
-        self.calibrations: List[Dict[str, Any]] = []  # what each calibrated scoring chose
-        self.regression: Optional[Dict[str, Any]] = None  # the regression row's fit
-
-    def fresh(self, seed: Optional[int] = None) -> nn.Module:
-        """The model at its initial weights (the same for every method, given the seed)."""
-        torch.manual_seed(self.job.seed if seed is None else seed)
-        return build_model(self.job.model)
-
-    def target_names(self) -> List[str]:
-        return [t.name for t in select_targets(self.fresh())]
-
-    def with_train(self, split) -> "_Harness":
-        """The same harness training on another split (the sanity checks' corrupted data)."""
-        other = copy.copy(self)
-        other.train_split = split
-        other.searched, other.calibrations = {}, []
-        return other
-
-    def train(self, model: nn.Module, epochs: Optional[int] = None, after_step=None,
-              description: str = "train"):
-        opt = make_optimizer(self.job.optimizer, model.parameters(), self.job.lr)
-        return train(model, self.train_split, epochs=epochs or self.job.epochs,
-                     batch_size=self.job.batch_size, optimizer=opt, seed=self.job.seed,
-                     after_step=after_step, progress=self.progress, description=description)
-
-    def val(self, model: nn.Module) -> float:
-        return accuracy(model, self.data.val)
-
-    def test(self, model: nn.Module) -> float:
-        return accuracy(model, self.data.test)
-
-    def point(self, result: MethodResult, model: nn.Module, sparsity: float,
-              **extra: Any) -> None:
-        p = {"sparsity": sparsity, "zeros": zero_share(model), "val_accuracy": self.val(model),
-             "test_accuracy": self.test(model), **extra}
-        result.points.append(p)
-        self.log(f"  {result.method:12s} sparsity {sparsity:.3f}: test {p['test_accuracy']:.4f}")
-
-    def scoring_batch(self):
-        n = min(self.job.score_batch, len(self.train_split))
-        return self.train_split.images[:n], self.train_split.labels[:n]
-
-
-def zero_share(model: nn.Module) -> float:
-    """The share of the prunable weights that are exactly zero: what a point really holds
-    (a refit can zero kept weights beyond the goal's mask)."""
-    layers = count_zeros(model, [t.name for t in select_targets(model)]).values()
-    return sum(x.zeros for x in layers) / sum(x.numel for x in layers)
+                f"b{self.batch_size}_{goal}{refit}_ft{self.finetune_epochs}{ramp}{gradual}_"
+                f"seed{self.seed}")
 
 
 class Trained(NamedTuple):
@@ -200,7 +135,7 @@ class Trained(NamedTuple):
     # whether a refit is kept). Every run has the same data order, so the same images.
 
 
-def _one_shot(h: _Harness, result: MethodResult, trained: Trained) -> None:
+def _one_shot(h: Harness, result: MethodResult, trained: Trained) -> None:
     """Prune trained weights by ``scores_at(s)`` to each sparsity s, and/or down to the floor
     (``scores_at(None)``: the scores for a bisection); with ``refit``, each mask's kept
     weights are then solved against the trained model (bingo.refit)."""
@@ -239,7 +174,7 @@ def _one_shot(h: _Harness, result: MethodResult, trained: Trained) -> None:
                             "test_accuracy": h.test(m), "how": "bisection on validation"}
 
 
-def _searched(h: "_Harness", estimator: str, search_data: Optional[Callable]):
+def _searched(h: "Harness", estimator: str, search_data: Optional[Callable]):
     """The model trained with BINGO's search, and the search (one run per granularity,
     shared by every estimator row; a ``search_data`` run is never shared). Returns
     (model, search, training seconds if reused else 0)."""
@@ -264,7 +199,7 @@ def _searched(h: "_Harness", estimator: str, search_data: Optional[Callable]):
     return model, search, 0.0
 
 
-def train_and_score(h: "_Harness", method: str,
+def train_and_score(h: "Harness", method: str,
                     search_data: Optional[Callable] = None) -> Trained:
     """Train an after-training method (BINGO: with the search; ``search_data(x, y) -> (x, y)``
     changes what the search sees, not what training sees) and score it."""
@@ -296,13 +231,13 @@ def train_and_score(h: "_Harness", method: str,
     return Trained(model, lambda s: scores, 0.0, recent.batch)
 
 
-def _after_training(h: _Harness, result: MethodResult) -> None:
+def _after_training(h: Harness, result: MethodResult) -> None:
     trained = train_and_score(h, result.method)
     result.seconds += trained.reused
     _one_shot(h, result, trained)
 
 
-def _grid_threshold(h: _Harness, result: MethodResult) -> None:
+def _grid_threshold(h: Harness, result: MethodResult) -> None:
     """Methods that train once per sparsity: the largest grid point above the floor."""
     if h.job.min_accuracy is None:
         return
@@ -311,9 +246,9 @@ def _grid_threshold(h: _Harness, result: MethodResult) -> None:
     result.threshold = None if best is None else {**best, "how": "largest grid sparsity"}
 
 
-def _at_init(goal_fn) -> Callable[[_Harness, MethodResult], None]:
+def _at_init(goal_fn) -> Callable[[Harness, MethodResult], None]:
     """A method that masks the initial weights: goal_fn(h, model, s) -> (scores, sparsity)."""
-    def run(h: _Harness, result: MethodResult) -> None:
+    def run(h: Harness, result: MethodResult) -> None:
         for s in h.job.sparsities:
             model = h.fresh()
             scores, goal = goal_fn(h, model, s)
@@ -351,7 +286,7 @@ def _synflow(h, model, s):
     return synflow_scores(model, h.train_split.images.shape[1:], s), s
 
 
-def _hybrid(h: _Harness, result: MethodResult) -> None:
+def _hybrid(h: Harness, result: MethodResult) -> None:
     trained = h.fresh()
     h.train(trained, description="train hybrid (dense)")
     result.dense_test_accuracy, result.dense_val_accuracy = h.test(trained), h.val(trained)
@@ -363,7 +298,7 @@ def _hybrid(h: _Harness, result: MethodResult) -> None:
     _grid_threshold(h, result)
 
 
-def _imp(h: _Harness, result: MethodResult) -> None:
+def _imp(h: Harness, result: MethodResult) -> None:
     job = h.job
     model = h.fresh()
 
@@ -391,15 +326,45 @@ def _imp(h: _Harness, result: MethodResult) -> None:
             "test_accuracy": best.test_accuracy, "how": "rounds until validation falls below"}
 
 
+def _gradual(h: Harness, result: MethodResult) -> None:
+    """Prune during the one training run (one run per sparsity): ``gmp`` by global
+    magnitude, ``gmp-layer`` each layer alike, ``bingo-gradual`` by what its search
+    measured (bingo.gradual_ticket), all on the same cubic schedule."""
+    job = h.job
+    total = steps_per_epoch(h.train_split, job.batch_size) * job.epochs
+    when = dict(total_steps=total, start=job.gmp_start, end=job.gmp_end, every=job.gmp_every)
+    if job.min_accuracy is not None and not job.sparsities:
+        raise ValueError(f"{result.method} prunes during training to a sparsity fixed in "
+                         f"advance: give --sparsities (the floor then picks among them)")
+    for s in job.sparsities:
+        model = h.fresh()
+        if result.method == "bingo-gradual":
+            pruner = GradualTicketPruning(
+                model, sparsity=s, **when, seed=job.seed, calibration=job.calibration,
+                proxy_every=job.proxy_every, movement=job.movement, reset_to=job.reset_to)
+        else:
+            pruner = GradualMagnitudePruning(model, sparsity=s, **when,
+                                             scope="layer" if result.method == "gmp-layer"
+                                             else "global")
+        stats = h.train(model, after_step=pruner, description=f"train {result.method} s={s}")
+        pruner.finish()
+        extra = {"train_seconds": stats.seconds, "event_seconds": pruner.event_seconds}
+        if isinstance(pruner, GradualTicketPruning):
+            extra.update(pruner.summary())
+        h.point(result, model, s, **extra)
+    _grid_threshold(h, result)
+
+
 INIT_GOALS = {"random": _random, "smart-ratio": _smart, "snip": _snip, "grasp": _grasp,
               "synflow": _synflow}
 DATA_FREE = ("random", "smart-ratio", "synflow")  # their masks never look at the data
 RUNNERS = {"bingo": _after_training, "magnitude": _after_training, "imp": _imp,
            "hybrid": _hybrid, **{m: _at_init(goal) for m, goal in INIT_GOALS.items()},
+           **{m: _gradual for m in GRADUAL},
            **{m: _after_training for m in ESTIMATOR_ROWS}}
 
 
-def find_masks(h: "_Harness", method: str, sparsity: float,
+def find_masks(h: "Harness", method: str, sparsity: float,
                search_data: Optional[Callable] = None) -> Dict[str, torch.Tensor]:
     """The keep-masks ``method`` chooses at ``sparsity`` on ``h``'s training data (what the
     sanity checks perturb); ``search_data`` as in :func:`train_and_score`."""
@@ -433,7 +398,7 @@ def run_compare(job: CompareJob, progress: bool = True,
     """Run every method of ``job``; returns the JSON-able results."""
     job.validate()
     wall = time.perf_counter()
-    h = _Harness(job, progress, log)
+    h = Harness(job, progress, log)
     results: List[MethodResult] = []
     for i, method in enumerate(job.methods, start=1):
         log(f"[{i}/{len(job.methods)}] {method}")
@@ -453,78 +418,3 @@ def run_compare(job: CompareJob, progress: bool = True,
             "methods": [asdict(r) for r in results], "total_seconds": time.perf_counter() - wall,
             "calibrations": h.calibrations, "regression": h.regression,
             "environment": environment() | {"search_backend": h.search_backend}}
-
-
-def markdown_table(results: Dict[str, Any]) -> str:
-    """Test accuracy per sparsity, sparsity at the floor, and wall time (also vs IMP)."""
-    cfg = results["config"]
-    sparsities = cfg["sparsities"]
-    floor = cfg["min_accuracy"]
-    imp_seconds = next((m["seconds"] for m in results["methods"] if m["method"] == "imp"), None)
-    head = ["method"] + [f"test acc @ {s:.0%}" for s in sparsities]
-    if floor is not None:
-        head += [f"sparsity @ val ≥ {floor:.0%}", "its test acc"]
-    head += ["seconds", "× IMP time"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
-    for m in results["methods"]:
-        by_s = {p["sparsity"]: p["test_accuracy"] for p in m["points"]}
-        row = [m["method"]] + [f"{100 * by_s[s]:.2f}%" if s in by_s else "" for s in sparsities]
-        if floor is not None:
-            t = m["threshold"]
-            row += ([f"{100 * t['sparsity']:.1f}%", f"{100 * t['test_accuracy']:.2f}%"]
-                    if t else ["none", ""])
-        row += [f"{m['seconds']:.1f}",
-                f"{m['seconds'] / imp_seconds:.2f}" if imp_seconds else ""]
-        lines.append("| " + " | ".join(row) + " |")
-    dense = [m["dense_test_accuracy"] for m in results["methods"] if m["dense_test_accuracy"]]
-    note = f"\nDense test accuracy: {100 * dense[0]:.2f}%." if dense else ""
-    return "\n".join(lines) + "\n" + note + "\n" + sanity_table(results.get("sanity") or [])
-
-
-def sanity_table(sanity: List[Dict[str, Any]]) -> str:
-    """Ticket accuracy per method and each check's change (percentage points)."""
-    if not sanity:
-        return ""
-    from .sanity import CHECKS
-    lines = [f"\nSanity checks (Su et al. 2020) at sparsity {sanity[0]['sparsity']:.0%}: the "
-             f"ticket (mask on the initial weights, trained) and each check's change of its "
-             f"test accuracy, in percentage points (n/a: the method never sees the data).\n",
-             "| method | ticket test acc | " + " | ".join(CHECKS) + " |",
-             "|---|---:|" + "---:|" * len(CHECKS)]
-    for r in sanity:
-        cells = ["n/a" if r["checks"].get(c) is None else f"{100 * r['checks'][c]['change']:+.2f}"
-                 for c in CHECKS]
-        lines.append(f"| {r['method']} | {100 * r['test_accuracy']:.2f}% | " + " | ".join(cells)
-                     + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(results: Dict[str, Any], path: Path) -> None:
-    """Test accuracy against sparsity, one line per method."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m in results["methods"]:
-        pts = sorted((p["sparsity"], p["test_accuracy"]) for p in m["points"])
-        if pts:
-            ax.plot([100 * s for s, _ in pts], [100 * a for _, a in pts], marker="o",
-                    label=m["method"])
-    ax.set_xlabel("sparsity (% of prunable weights removed)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{results['config']['model']} on {results['config']['dataset']}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_outputs(results: Dict[str, Any], out: Path) -> Dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "table": out / "results.md",
-             "plot": out / "accuracy_vs_sparsity.png"}
-    paths["json"].write_text(json.dumps(results, indent=2))
-    paths["table"].write_text(f"# {results['name']}\n\n" + markdown_table(results))
-    plot(results, paths["plot"])
-    return paths

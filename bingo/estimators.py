@@ -73,6 +73,12 @@ def estimate(search: "TicketSearch", name: str = DEFAULT_ESTIMATOR, *,
     ``refit=True`` (calibrated, budgeted) chooses the mask that will be refit by
     ``bingo.refit``: the lowest calibration loss after a refit, among every candidate's
     global ranking and the estimator's own mask (``calibrated.refit_choice``)."""
+    if search._masked_ok:
+        raise ValueError("this search belongs to a GradualTicketPruning, whose masks prune "
+                         "the model as it trains: its estimators would measure the "
+                         "unmasked weights. The pruner's events already chose the masks "
+                         "(pruner.finish()); score an unpruned model with a TicketSearch "
+                         "of its own")
     if name not in ESTIMATORS:
         raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
     if refit and name not in REFIT_AWARE:

@@ -20,11 +20,13 @@ from .models import build_model
 from .proxies import DEFAULT_PROXY_EVERY
 from .pruning import prune
 from .refit import prune_and_refit
+from .schedule import CubicSchedule
 from .search import DEFAULT_CALIBRATION, TicketSearch
-from .training import accuracy, make_optimizer, train
+from .training import accuracy, make_optimizer, steps_per_epoch, train
 
 DEFAULT_MIN_ACCURACY = 0.90  # the paper's protocol: prune until accuracy would fall below 90%
 DEFAULT_VARIANTS = 8  # K when the estimator reads the random-subset searches
+SCHEDULES = ("one-shot", "gradual")
 
 
 @dataclass
@@ -52,6 +54,15 @@ class RunSetup:
     refit: bool = False                # after one-shot pruning, refit kept weights (bingo.refit)
     seed: int = 0
     train_limit: Optional[int] = None  # use only the first N training images (quick runs, tests)
+    gmp_start: float = 0.1             # pruning during training (gmp, bingo-gradual, prune
+    gmp_end: float = 0.75              # --schedule gradual): Zhu & Gupta's cubic schedule,
+    gmp_every: int = 50                # first and last event as fractions of the steps, and
+                                       # the steps between events (bingo.schedule)
+
+    def schedule_for(self, sparsity: float, total_steps: int) -> CubicSchedule:
+        """The cubic schedule to ``sparsity`` over ``total_steps`` (checks the knobs)."""
+        return CubicSchedule(sparsity, total_steps, self.gmp_start, self.gmp_end,
+                             self.gmp_every)
 
     def variants_for(self, estimators: Sequence[str]) -> int:
         """K for a run scored by ``estimators``: as given, else DEFAULT_VARIANTS when one of
@@ -108,10 +119,26 @@ class PruneJob(RunSetup):
     sparsity: Optional[float] = None
     min_accuracy: Optional[float] = None
     scope: str = "global"
+    schedule: str = "one-shot"         # or "gradual": prune during the run (bingo.gradual_ticket)
 
     def target(self) -> Dict[str, Optional[float]]:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.sparsity is not None and self.min_accuracy is not None:
             raise ValueError("give either --sparsity or --min-accuracy, not both")
+        if self.schedule == "gradual":
+            if self.sparsity is None:
+                raise ValueError("--schedule gradual prunes during training to a sparsity "
+                                 "fixed in advance: give --sparsity (e.g. 0.95); an accuracy "
+                                 "floor needs the one-shot schedule")
+            if self.variants:
+                raise ValueError("--schedule gradual measures candidate masks at its events "
+                                 "and runs no random-subset variants: drop --variants")
+            if self.refit or self.scope != "global" or self.estimator != "calibrated":
+                raise ValueError("--schedule gradual chooses its masks at each pruning event "
+                                 "by measured loss: --refit, --scope and --estimator belong "
+                                 "to the one-shot schedule; drop them")
+            self.schedule_for(self.sparsity, 1000)  # its own checks, before training
         if self.sparsity is None and self.min_accuracy is None:
             return {"sparsity": None, "min_accuracy": DEFAULT_MIN_ACCURACY}
         return {"sparsity": self.sparsity, "min_accuracy": self.min_accuracy}
@@ -120,6 +147,11 @@ class PruneJob(RunSetup):
     def name(self) -> str:
         goal = (f"s{self.sparsity}" if self.sparsity is not None
                 else f"acc{self.target()['min_accuracy']}")
+        if self.schedule == "gradual":
+            return (f"bingo-gradual_{self.model}_{self.dataset}_{self.optimizer}{self.lr}_"
+                    f"e{self.epochs}_b{self.batch_size}_s{self.sparsity}_gmp{self.gmp_start}-"
+                    f"{self.gmp_end}-{self.gmp_every}_c{self.calibration}"
+                    f"{'' if self.movement else '_nomove'}_seed{self.seed}")
         return (f"bingo_{self.model}_{self.dataset}_e{self.epochs}_"
                 f"k{self.variants_for([self.estimator])}_"
                 f"p{self.fraction}_{self.metric}_{self.granularity}_{self.rule}_{self.reset_to}_"
@@ -144,6 +176,8 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     train_split = data.train.subset(job.train_limit)
     torch.manual_seed(job.seed)
     model = build_model(job.model)
+    if job.schedule == "gradual":
+        return _run_gradual(job, model, data, train_split, wall, progress)
     search = job.make_search(model)
     optimizer = make_optimizer(job.optimizer, model.parameters(), job.lr)
     stats = train(model, train_split, epochs=job.epochs, batch_size=job.batch_size,
@@ -187,5 +221,35 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         "config": {**asdict(job), **target, "variants": search.variants,
                    "effective_fraction": search.effective_fraction, "backend": search.backend},
         "calibration": search.last_calibration.to_dict() if search.last_calibration else None,
+        "environment": environment(),
+    }
+
+
+def _run_gradual(job: PruneJob, model, data, train_split, wall: float,
+                 progress: bool) -> Dict[str, Any]:
+    """``--schedule gradual``: prune during the one training run (bingo.gradual_ticket)."""
+    from .gradual_ticket import GradualTicketPruning
+    total = steps_per_epoch(train_split, job.batch_size) * job.epochs
+    pruner = GradualTicketPruning(model, sparsity=job.sparsity, total_steps=total,
+                                  start=job.gmp_start, end=job.gmp_end, every=job.gmp_every,
+                                  seed=job.seed, calibration=job.calibration,
+                                  proxy_every=job.proxy_every, movement=job.movement,
+                                  reset_to=job.reset_to)
+    optimizer = make_optimizer(job.optimizer, model.parameters(), job.lr)
+    stats = train(model, train_split, epochs=job.epochs, batch_size=job.batch_size,
+                  optimizer=optimizer, seed=job.seed, after_step=pruner,
+                  progress=progress, description=f"train+prune {job.model}")
+    report = pruner.finish()
+    return {
+        "method": "bingo-gradual", "name": job.name, "model": job.model,
+        "dataset": job.dataset, "seed": job.seed, "sparsity": report.sparsity,
+        "dense_accuracy": None, "pruned_accuracy": accuracy(model, data.test),
+        "dense_val_accuracy": None, "pruned_val_accuracy": accuracy(model, data.val),
+        "refit": None, "per_layer": {k: v.sparsity for k, v in report.layers.items()},
+        "train_seconds": stats.seconds - stats.hook_seconds,
+        "search_seconds": pruner.search.search_seconds, "score_seconds": 0.0,
+        "prune_seconds": pruner.event_seconds, "total_seconds": time.perf_counter() - wall,
+        "train_steps": stats.steps, "events": pruner.events, "chosen": pruner.chosen,
+        "config": {**asdict(job), "variants": 0, "backend": pruner.search.backend},
         "environment": environment(),
     }

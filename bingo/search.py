@@ -199,6 +199,7 @@ class TicketSearch:
         self.history: List[SearchRecord] = []  # the steps that ran searches (K >= 1)
         self.search_seconds = 0.0
         self.last_calibration = None  # what the calibrated estimator measured, once asked
+        self._masked_ok = False  # GradualTicketPruning's: targets read as <attr>_orig
 
     # ------------------------------------------------------------------ info
     @property
@@ -255,6 +256,10 @@ class TicketSearch:
         try:
             return self.model.get_parameter(name)
         except AttributeError:
+            if _torch_pruned(self.model, name) and self._masked_ok:
+                path, leaf = self._paths[name]  # the masked weight's storage, from now on
+                self._paths[name] = (path, leaf + "_orig")
+                return self.model.get_parameter(name + "_orig")
             if _torch_pruned(self.model, name):
                 raise RuntimeError(
                     f"{name!r} was masked through torch.nn.utils.prune (e.g. by bingo.prune) "

@@ -17,7 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-from bingo.compare import CompareJob, run_compare, write_outputs
+from bingo.compare import CompareJob, run_compare
+from bingo.compare_report import write_outputs
 from bingo.estimators import ESTIMATORS
 from bingo.proxies import DEFAULT_PROXY_EVERY
 

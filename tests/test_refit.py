@@ -292,13 +292,14 @@ def test_prune_and_compare_refit_from_the_command_line(data_dir, tmp_path, capsy
 
 
 def test_compare_refits_every_row_on_the_last_examples_its_training_saw(data_dir, fresh_seed):
-    from bingo.compare import CompareJob, _Harness, train_and_score
+    from bingo.compare import CompareJob, train_and_score
+    from bingo.harness import Harness
     from bingo.data import batches
     seed, size, epochs = fresh_seed % 1000, 64, 2
     job = CompareJob(model="paper-mlp", data_dir=str(data_dir), epochs=epochs, train_limit=700,
                      methods=("bingo", "magnitude"), sparsities=(0.9,), refit=True,
                      calibration=300, seed=seed)
-    h = _Harness(job, progress=False, log=lambda m: None)
+    h = Harness(job, progress=False, log=lambda m: None)
     order = torch.Generator().manual_seed(seed)            # the training loop's data order
     seen = [b for _ in range(epochs) for b in batches(h.train_split, size, order)]
     last_x, last_y = (torch.cat(t)[-300:] for t in zip(*seen))

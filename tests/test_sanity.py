@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from bingo.compare import CompareJob, _Harness
+from bingo.compare import CompareJob
+from bingo.harness import Harness
 from bingo.models import paper_mlp
 from bingo.pruning import apply_masks, current_masks
 from bingo.sanity import (CHECKS, corrupt_split, rearrange, run_sanity, shuffle_kept,
@@ -73,7 +74,7 @@ def test_apply_and_read_masks(fresh_seed):
 def test_run_sanity_reports_every_check(data_dir):
     job = CompareJob(model="paper-mlp", data_dir=str(data_dir), epochs=1, train_limit=300,
                      methods=("magnitude", "synflow"), sparsities=(0.8,))
-    h = _Harness(job, progress=False, log=lambda m: None)
+    h = Harness(job, progress=False, log=lambda m: None)
     for method in job.methods:
         r = run_sanity(h, method, 0.8)
         assert set(r["checks"]) == set(CHECKS)
@@ -91,7 +92,7 @@ def test_bingo_data_checks_corrupt_the_search_not_the_training(data_dir, fresh_s
     from bingo.compare import train_and_score
     job = CompareJob(model="paper-mlp", data_dir=str(data_dir), epochs=1, train_limit=256,
                      methods=("bingo",), sparsities=(0.8,), variants=4, fraction=0.1)
-    h = _Harness(job, progress=False, log=lambda m: None)
+    h = Harness(job, progress=False, log=lambda m: None)
     gen = torch.Generator().manual_seed(fresh_seed)
     plain_model, plain_at, *_ = train_and_score(h, "bingo:search")
     plain = plain_at(None)

@@ -1,0 +1,180 @@
+"""BINGO during the training run (bingo.gradual_ticket): each event keeps the candidate
+mask whose loss, measured here independently on the kept examples, is lowest; with
+magnitude as its only candidate it is gradual magnitude pruning mask for mask; nothing the
+user holds is changed by an event; bad input is refused by name."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import prune as torch_prune
+
+from bingo.baselines.gmp import GradualMagnitudePruning
+from bingo.gradual_ticket import GradualTicketPruning
+from bingo.models import paper_mlp
+from bingo.training import make_optimizer, steps_per_epoch, train
+
+
+def _train(model, mnist, hook, limit=3000, seed=0):
+    split = mnist.train.subset(limit)
+    opt = make_optimizer("adam", model.parameters(), 1e-3)
+    train(model, split, epochs=1, batch_size=64, optimizer=opt, after_step=hook, seed=seed,
+          progress=False)
+    return steps_per_epoch(split, 64)
+
+
+def _total(mnist, limit=3000):
+    return steps_per_epoch(mnist.train.subset(limit), 64)
+
+
+def test_with_magnitude_alone_it_is_gradual_magnitude_pruning(mnist, fresh_seed):
+    runs = []
+    for make in (lambda m, n: GradualMagnitudePruning(m, sparsity=0.93, total_steps=n, every=4),
+                 lambda m, n: GradualTicketPruning(m, sparsity=0.93, total_steps=n, every=4,
+                                                   candidates=("magnitude",),
+                                                   calibration=256)):
+        torch.manual_seed(fresh_seed)
+        model = paper_mlp()
+        pruner = make(model, _total(mnist))
+        _train(model, mnist, pruner, seed=fresh_seed)
+        pruner.finish()
+        runs.append((model, pruner.keep()))
+    (gmp_model, gmp_keep), (bingo_model, bingo_keep) = runs
+    assert all(torch.equal(gmp_keep[n], bingo_keep[n]) for n in gmp_keep)
+    for a, b in zip(gmp_model.parameters(), bingo_model.parameters()):
+        assert torch.equal(a, b)  # the search step changed nothing of the training
+
+
+def _independent_loss(model, keep, inputs, labels):
+    """The loss with ``keep`` as the masks, on a copy whose mask buffers are overwritten."""
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, k in keep.items():
+            module = other.get_submodule(name.rsplit(".", 1)[0])
+            module.weight_mask.copy_(k.float())
+    other.eval()
+    with torch.no_grad():
+        return float(F.cross_entropy(other(inputs), labels))
+
+
+def test_an_event_keeps_the_candidate_mask_with_the_lowest_measured_loss(mnist, fresh_seed):
+    torch.manual_seed(fresh_seed)
+    model = paper_mlp()
+    total = _total(mnist)
+    pruner = GradualTicketPruning(model, sparsity=0.9, total_steps=total, every=5,
+                                  calibration=512, seed=fresh_seed % 1000)
+    # train without events past the first ones, then call one event by hand
+    split = mnist.train.subset(3000)
+    opt = make_optimizer("adam", model.parameters(), 1e-3)
+    train(model, split, epochs=1, batch_size=64, optimizer=opt, after_step=pruner,
+          progress=False)
+    assert [e["chosen"] for e in pruner.events][0] == "none"  # the first event is at 0
+    assert sum(pruner.chosen.values()) == len(pruner.schedule.events()) - 1
+    model.train()
+    rng, weights = torch.get_rng_state(), {n: p.clone() for n, p in model.named_parameters()}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    before = pruner.keep()
+    masks = pruner.choose(0.95)
+    inputs, labels = pruner.search.calibration_batch()
+    losses = {k[5:]: v for k, v in pruner.note().items() if k.startswith("loss ")}
+    assert set(losses) == set(pruner.candidates)
+    chosen = pruner.note()["chosen"]
+    assert losses[chosen] == min(losses.values())
+    assert _independent_loss(model, masks, inputs, labels) == pytest.approx(losses[chosen],
+                                                                            rel=1e-5)
+    # magnitude's proposal, computed here: the smallest |w| among the kept, over all layers
+    w = {n: (getattr(model.get_submodule(n.rsplit(".", 1)[0]), "weight_orig") * before[n].float())
+         for n in before}
+    flat = torch.cat([torch.where(before[n], w[n].abs(), torch.tensor(-1.0)).reshape(-1)
+                      for n in before])
+    cut = torch.sort(flat, stable=True).indices[:round(0.95 * flat.numel())]
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    keep[cut] = False
+    magnitude = dict(zip(before, (p.view_as(before[n]) for p, n in
+                                  zip(torch.split(keep, [before[n].numel() for n in before]),
+                                      before))))
+    assert _independent_loss(model, magnitude, inputs, labels) == pytest.approx(
+        losses["magnitude"], rel=1e-5)
+    assert all(not (masks[n] & ~before[n]).any() for n in before)  # masks only grow
+    assert sum(int((~m).sum()) for m in masks.values()) == round(0.95 * flat.numel())
+    # the event measured without writing anything the user holds
+    assert model.training and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(p, weights[n]) for n, p in model.named_parameters())
+    assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
+
+
+def test_finish_reports_the_zeros_and_the_masks_are_torch_prune_masks(mnist, fresh_seed):
+    torch.manual_seed(fresh_seed)
+    model = paper_mlp()
+    pruner = GradualTicketPruning(model, sparsity=0.8, total_steps=10 * _total(mnist),
+                                  calibration=256)
+    _train(model, mnist, pruner)  # a tenth of the planned run: finish() completes it
+    report = pruner.finish()
+    numel = sum(x.numel for x in report.layers.values())
+    assert sum(x.pruned for x in report.layers.values()) == round(0.8 * numel)
+    zeros = sum(int((model.get_submodule(n.rsplit(".", 1)[0]).weight == 0).sum())
+                for n in report.layers)
+    assert report.sparsity == zeros / numel >= round(0.8 * numel) / numel
+    assert torch_prune.is_pruned(model)
+    with pytest.raises(ValueError, match="belongs to a GradualTicketPruning"):
+        pruner.search.significance("magnitude")
+    # the proxies read weight_orig, whose gradient is zero where the mask is
+    fisher = [s["fisher"].clone() for s in pruner.search.proxies.sums]
+    x, y = mnist.train.images[:64], mnist.train.labels[:64]
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    for _ in range(3):  # a full proxy step among them
+        pruner.search.step(x, y)
+    for i, t in enumerate(pruner.search.targets):
+        mask = model.get_submodule(t.module_name).weight_mask == 0
+        assert torch.equal(pruner.search.proxies.sums[i]["fisher"][mask], fisher[i][mask])
+        assert not torch.equal(pruner.search.proxies.sums[i]["fisher"], fisher[i])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(variants=4), "leave variants at 0"),
+    (dict(calibration=0), "calibration=0 keeps none"),
+    (dict(candidates=("magnitude", "snip")), "unknown candidates"),
+    (dict(candidates=()), "unknown candidates"),
+    (dict(movement=False), "needs the movement proxy"),
+    (dict(start=0.9, end=0.2), "0 <= start < end <= 1"),
+])
+def test_bad_options_are_refused_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GradualTicketPruning(paper_mlp(), **{"sparsity": 0.9, "total_steps": 100, **kwargs})
+
+
+def test_the_cli_prunes_during_training_and_compare_runs_the_gradual_rows(data_dir, tmp_path,
+                                                                          capsys):
+    import json
+
+    from bingo.cli import main
+    out = tmp_path / "gradual.json"
+    quick = ["--data-dir", str(data_dir), "--epochs", "1", "--train-limit", "2000",
+             "--gmp-every", "5", "--calibration", "256"]
+    assert main(["prune", *quick, "--schedule", "gradual", "--sparsity", "0.9", "--quiet",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["method"] == "bingo-gradual" and result["name"].startswith("bingo-gradual_")
+    assert result["sparsity"] >= 0.9 - 1e-5 and result["pruned_accuracy"] > 0.5
+    from bingo.schedule import CubicSchedule
+    events = CubicSchedule(0.9, 32, every=5).events()  # 2000 images at 64: 32 steps
+    assert [e["step"] for e in result["events"]] == events == [3, 8, 13, 18, 23, 24]
+    assert sum(result["chosen"].values()) == len(events) - 1  # none at step 3: sparsity 0
+    assert main(["prune", *quick, "--schedule", "gradual", "--quiet"]) == 2
+    assert "give --sparsity" in capsys.readouterr().err
+    assert main(["prune", *quick, "--schedule", "gradual", "--sparsity", "0.9",
+                 "--variants", "4", "--quiet"]) == 2
+    assert "drop --variants" in capsys.readouterr().err
+    assert main(["compare", *quick, "--methods", "gmp,gmp-layer,bingo-gradual",
+                 "--sparsities", "0.9", "--out", str(tmp_path / "cmp"), "--quiet"]) == 0
+    results = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert [m["method"] for m in results["methods"]] == ["gmp", "gmp-layer", "bingo-gradual"]
+    for m in results["methods"]:
+        (point,) = m["points"]
+        assert point["sparsity"] == 0.9 and abs(point["zeros"] - 0.9) < 1e-5
+        assert point["test_accuracy"] > 0.25 and point["event_seconds"] > 0  # chance: 0.1
+    assert "_gmp0.1-0.75-5_" in results["name"]
+    assert main(["compare", *quick, "--methods", "gmp", "--gmp-start", "0.8", "--gmp-end",
+                 "0.3", "--sparsities", "0.9", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    assert "0 <= start < end <= 1" in capsys.readouterr().err

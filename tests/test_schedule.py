@@ -1,0 +1,123 @@
+"""Pruning during training (bingo.schedule, bingo.baselines.gmp): the cubic schedule's
+events against hand-computed values, masks that only grow and prune exact counts, and
+gradual magnitude pruning on real MNIST holding its pruned weights at zero to the end."""
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from bingo.baselines.gmp import GradualMagnitudePruning
+from bingo.models import paper_mlp
+from bingo.schedule import CubicSchedule, lowest_first, prune_kept
+from bingo.training import make_optimizer, steps_per_epoch, train
+
+
+def test_the_cubic_schedule_hits_zhu_and_gupta_values():
+    s = CubicSchedule(0.8, 1000, start=0.1, end=0.75, every=50)
+    assert (s.first, s.last) == (100, 750)
+    assert s.events() == list(range(100, 751, 50))
+    assert s.at(100) == 0.0 and s.at(750) == pytest.approx(0.8)
+    assert s.at(425) is None  # half way, between two events
+    assert CubicSchedule(0.8, 1000, every=25).at(425) == pytest.approx(0.8 * (1 - 0.5 ** 3))
+    assert s.at(150) == pytest.approx(0.8 * (1 - (1 - 50 / 650) ** 3))
+    for off in (99, 101, 149, 751, 800):
+        assert s.at(off) is None
+    odd = CubicSchedule(0.5, 97, start=0.0, end=0.9, every=20)  # the last event off the grid
+    assert odd.events() == [0, 20, 40, 60, 80, 87] and odd.at(87) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(sparsity=1.0, total_steps=10), "not a fraction"),
+    (dict(sparsity=0.5, total_steps=0), "total_steps must be an integer >= 1"),
+    (dict(sparsity=0.5, total_steps=10, start=0.8, end=0.5), "0 <= start < end <= 1"),
+    (dict(sparsity=0.5, total_steps=10, every=0), "every must be an integer >= 1"),
+    (dict(sparsity=0.5, total_steps=2, start=0.1, end=0.2), "no room"),
+])
+def test_bad_schedules_are_refused_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CubicSchedule(**kwargs)
+
+
+def test_lowest_first_prunes_the_pruned_first_then_the_lowest_kept_ties_by_index():
+    scores = {"a": torch.tensor([[5.0, 1.0, 3.0], [1.0, 9.0, 0.5]]), "b": torch.tensor([2.0, 1.0])}
+    keep = {"a": torch.tensor([[True, True, True], [True, False, True]]),
+            "b": torch.tensor([True, True])}
+    # 8 weights, 4 pruned: a[1,1] (already, though its score is 9), then 0.5, then the
+    # tie at 1.0 between a[0,1], a[1,0] and b[1] broken by index: a[0,1], a[1,0]
+    out = lowest_first(scores, keep, 0.5)
+    assert out["a"].tolist() == [[True, False, True], [False, False, False]]
+    assert out["b"].tolist() == [True, True]
+    per_layer = lowest_first(scores, keep, 0.5, scope="layer")  # 3 of a, 1 of b
+    assert per_layer["a"].tolist() == [[True, False, True], [True, False, False]]
+    assert per_layer["b"].tolist() == [True, False]
+    assert prune_kept(torch.arange(4.0), torch.tensor([False, False, True, True]), 1).tolist() \
+        == [False, False, True, True]  # already more pruned than asked: unchanged
+    with pytest.raises(ValueError, match="scope must be one of"):
+        lowest_first(scores, keep, 0.5, scope="blocks")
+
+
+def _run(model, mnist, pruner, epochs=1, limit=3000):
+    split = mnist.train.subset(limit)
+    opt = make_optimizer("adam", model.parameters(), 1e-3)
+    masks = []
+
+    def hook(x, y):
+        if pruner.step(x, y) is not None:
+            masks.append({n: k.clone() for n, k in pruner.keep().items()})
+    train(model, split, epochs=epochs, batch_size=64, optimizer=opt, after_step=hook,
+          progress=False)
+    return masks
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_gradual_magnitude_prunes_on_schedule_and_its_zeros_stay_to_the_end(mnist, scope,
+                                                                              fresh_seed):
+    torch.manual_seed(fresh_seed)
+    model = paper_mlp()
+    total = steps_per_epoch(mnist.train.subset(3000), 64)
+    pruner = GradualMagnitudePruning(model, sparsity=0.9, total_steps=total, every=5,
+                                     scope=scope)
+    masks = _run(model, mnist, pruner)
+    assert len(masks) == len(pruner.schedule.events()) == len(pruner.events)
+    numel = sum(m.numel() for m in masks[0].values())
+    for event, mask in zip(pruner.events, masks):  # exact counts at every event
+        pruned = {n: int((~k).sum()) for n, k in mask.items()}
+        if scope == "global":
+            assert sum(pruned.values()) == round(event["sparsity"] * numel)
+        else:
+            assert pruned == {n: round(event["sparsity"] * k.numel()) for n, k in mask.items()}
+    for before, after in zip(masks, masks[1:]):
+        assert all(not (after[n] & ~before[n]).any() for n in before), "a weight came back"
+    report = pruner.finish()
+    weights = {n: getattr(model.get_submodule(n.rsplit(".", 1)[0]), "weight") for n in masks[0]}
+    for n, k in masks[-1].items():  # every weight pruned at any event is still exactly 0
+        assert (weights[n][~k] == 0).all()
+        assert torch_prune.is_pruned(model)
+    assert report.sparsity == sum(int((w == 0).sum()) for w in weights.values()) / numel
+    if scope == "layer":
+        assert all(x.pruned == round(0.9 * x.numel) for x in report.layers.values())
+    else:  # one ranking: the last layer keeps a larger share than the first
+        assert sum(x.pruned for x in report.layers.values()) == round(0.9 * numel)
+        assert report.layers["fc3.weight"].pruned / 640 < report.layers["fc1.weight"].pruned / 100352
+    # the last event pruned the smallest kept weights (the event runs after the step)
+    assert pruner.events[-1]["step"] == pruner.schedule.last
+
+
+def test_gradual_magnitude_refuses_a_bad_scope():
+    with pytest.raises(ValueError, match="scope must be one of"):
+        GradualMagnitudePruning(nn.Linear(3, 2), sparsity=0.5, total_steps=100, scope="neuron")
+
+
+def test_the_kthvalue_cut_equals_a_stable_sort_with_many_ties(fresh_seed):
+    g = torch.Generator().manual_seed(fresh_seed)
+    for _ in range(200):
+        n = int(torch.randint(1, 80, (1,), generator=g))
+        scores = torch.randint(0, 5, (n,), generator=g).float()  # ties everywhere
+        keep = torch.rand(n, generator=g) < 0.7
+        k = int(torch.randint(0, n + 1, (1,), generator=g))
+        ranked = torch.where(keep, scores.double(), torch.tensor(-torch.inf, dtype=torch.float64))
+        expected = torch.ones(n, dtype=torch.bool)
+        expected[torch.sort(ranked, stable=True).indices[:k]] = False
+        if k < n - int(keep.sum()):
+            expected = keep
+        assert torch.equal(prune_kept(scores, keep, k), expected)
