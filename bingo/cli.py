@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from .data import DATASETS, DataNotFoundError
-from .compare import METHODS, CompareJob, is_method, run_compare
+from .compare import CompareJob, run_compare
+from .methods import METHODS, is_method
 from .compare_report import markdown_table, write_outputs
 from .jobs import DEFAULT_MIN_ACCURACY, SCHEDULES, PruneJob, RunSetup, run_prune_job
 from .models import MODELS

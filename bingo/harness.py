@@ -3,6 +3,7 @@ the same initial weights, the training loop, evaluation; and a method's result."
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
@@ -42,6 +43,7 @@ class Harness:
         self.searched: Dict[str, Any] = {}  # granularity -> (model, search, seconds)
         self.calibrations: List[Dict[str, Any]] = []  # what each calibrated scoring chose
         self.regression: Optional[Dict[str, Any]] = None  # the regression row's fit
+        self._dense: Optional[tuple] = None  # (model, its last examples, training seconds)
 
     def fresh(self, seed: Optional[int] = None) -> nn.Module:
         """The model at its initial weights (the same for every method, given the seed)."""
@@ -64,6 +66,22 @@ class Harness:
         return train(model, self.train_split, epochs=epochs or self.job.epochs,
                      batch_size=self.job.batch_size, optimizer=opt, seed=self.job.seed,
                      after_step=after_step, progress=self.progress, description=description)
+
+    def dense(self) -> tuple:
+        """The dense model trained once (shared by the layer-wise one-shot rows), the last
+        ``calibration`` training examples it saw, and the seconds its training took if
+        this call reused it (0 for the row that trained it)."""
+        if self._dense is not None:
+            model, examples, seconds = self._dense
+            return model, examples, seconds
+        from .calibration import CalibrationBuffer
+        start = time.perf_counter()
+        model = self.fresh()
+        recent = CalibrationBuffer(self.job.calibration or 2048)
+        self.train(model, after_step=recent.add, description="train dense")
+        examples = recent.batch()[0]
+        self._dense = (model, examples, time.perf_counter() - start)
+        return model, examples, 0.0
 
     def val(self, model: nn.Module) -> float:
         return accuracy(model, self.data.val)

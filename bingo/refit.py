@@ -70,7 +70,7 @@ class _Stop(Exception):
     """Raised by a capture hook once it has what it needs: the rest of the forward is skipped."""
 
 
-def _capture(model: nn.Module, module: nn.Module, x: torch.Tensor, want: str) -> torch.Tensor:
+def capture(model: nn.Module, module: nn.Module, x: torch.Tensor, want: str) -> torch.Tensor:
     """``module``'s input (``want="input"``) or output on ``x``, the forward cut short there."""
     seen: List[torch.Tensor] = []
 
@@ -91,15 +91,22 @@ def _capture(model: nn.Module, module: nn.Module, x: torch.Tensor, want: str) ->
     return seen[0]
 
 
+def input_rows(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """A Linear's or Conv2d's input as rows [n, in features] that its weight, viewed as
+    [out, in features], multiplies (a Conv2d's as unfolded patches)."""
+    if isinstance(module, nn.Conv2d):
+        patches = F.unfold(inputs, module.kernel_size, module.dilation, module.padding,
+                           module.stride)                        # [N, C*kh*kw, L]
+        return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+    return inputs.reshape(-1, inputs.shape[-1])
+
+
 def _rows(module: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor
           ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The fit's design rows [n, in features] and targets [n, out features]."""
     if isinstance(module, nn.Conv2d):
-        patches = F.unfold(inputs, module.kernel_size, module.dilation, module.padding,
-                           module.stride)                        # [N, C*kh*kw, L]
-        return (patches.transpose(1, 2).reshape(-1, patches.shape[1]),
-                outputs.permute(0, 2, 3, 1).reshape(-1, outputs.shape[1]))
-    return inputs.reshape(-1, inputs.shape[-1]), outputs.reshape(-1, outputs.shape[-1])
+        return input_rows(module, inputs), outputs.permute(0, 2, 3, 1).reshape(-1, outputs.shape[1])
+    return input_rows(module, inputs), outputs.reshape(-1, outputs.shape[-1])
 
 
 def _layers(model: nn.Module, reference: nn.Module, names: Optional[Sequence[str]],
@@ -159,8 +166,8 @@ def _normal_equations(model: nn.Module, module: nn.Module, reference: nn.Module,
     with torch.no_grad():
         for i in range(0, len(examples), batch_size):
             x = examples[i:i + batch_size].to(device)
-            a, y = _rows(module, _capture(model, module, x, "input"),
-                         _capture(reference, target, x, "output"))
+            a, y = _rows(module, capture(model, module, x, "input"),
+                         capture(reference, target, x, "output"))
             if not (torch.isfinite(a).all() and torch.isfinite(y).all()):
                 raise ValueError(f"layer {name!r} sees inf or NaN on the examples; refit "
                                  f"needs finite activations")

@@ -75,7 +75,7 @@ def shuffle_kept(model: nn.Module, masks: Mapping[str, torch.Tensor],
 def run_sanity(h, method: str, sparsity: float,
                checks: Sequence[str] = CHECKS) -> Dict[str, Any]:
     """The checks for one method on harness ``h`` (a bingo.compare harness)."""
-    from .compare import DATA_FREE, find_masks
+    from .methods import DATA_FREE, find_masks
 
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:

@@ -292,7 +292,8 @@ def test_prune_and_compare_refit_from_the_command_line(data_dir, tmp_path, capsy
 
 
 def test_compare_refits_every_row_on_the_last_examples_its_training_saw(data_dir, fresh_seed):
-    from bingo.compare import CompareJob, train_and_score
+    from bingo.compare import CompareJob
+    from bingo.methods import train_and_score
     from bingo.harness import Harness
     from bingo.data import batches
     seed, size, epochs = fresh_seed % 1000, 64, 2

@@ -89,7 +89,7 @@ def test_run_sanity_reports_every_check(data_dir):
 
 
 def test_bingo_data_checks_corrupt_the_search_not_the_training(data_dir, fresh_seed):
-    from bingo.compare import train_and_score
+    from bingo.methods import train_and_score
     job = CompareJob(model="paper-mlp", data_dir=str(data_dir), epochs=1, train_limit=256,
                      methods=("bingo",), sparsities=(0.8,), variants=4, fraction=0.1)
     h = Harness(job, progress=False, log=lambda m: None)

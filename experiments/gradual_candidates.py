@@ -1,0 +1,61 @@
+"""Which candidate rankings should `bingo-gradual`'s events choose between? The same
+LeNet-300-100 runs (initial weights, data order) pruned during training with each set.
+``magnitude`` alone is gradual magnitude pruning (global) through the same code.
+
+    python experiments/gradual_candidates.py --data-dir ../shared/data --optimizer sgd \
+        --sets magnitude mag+movement,magnitude magnitude,mag+movement,mag+fisher \
+        --sparsities 0.95,0.98 --seeds 0,1,2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from bingo.data import load_dataset
+from bingo.gradual_ticket import GradualTicketPruning
+from bingo.models import build_model
+from bingo.training import accuracy, make_optimizer, steps_per_epoch, train
+
+
+def run(candidates, sparsity, seed, data, optimizer, lr, model_name, epochs, calibration):
+    torch.manual_seed(seed)
+    model = build_model(model_name)
+    total = steps_per_epoch(data.train, 64) * epochs
+    pruner = GradualTicketPruning(model, sparsity=sparsity, total_steps=total, seed=seed,
+                                  candidates=candidates, calibration=calibration)
+    start = time.perf_counter()
+    stats = train(model, data.train, epochs=epochs, batch_size=64, seed=seed, progress=False,
+                  optimizer=make_optimizer(optimizer, model.parameters(), lr), after_step=pruner)
+    report = pruner.finish()
+    return {"candidates": ",".join(candidates), "sparsity": sparsity, "seed": seed,
+            "optimizer": optimizer, "model": model_name, "zeros": report.sparsity,
+            "test": accuracy(model, data.test), "chosen": pruner.chosen,
+            "seconds": time.perf_counter() - start, "hook_seconds": stats.hook_seconds,
+            "event_seconds": pruner.event_seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--sets", nargs="+", default=["magnitude", "magnitude,mag+movement,mag+fisher"])
+    ap.add_argument("--sparsities", default="0.95,0.98")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--optimizer", default="adam")
+    ap.add_argument("--model", default="lenet300")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--calibration", type=int, default=2048)
+    args = ap.parse_args()
+    lr = 1e-3 if args.optimizer == "adam" else 0.05
+    data = load_dataset("mnist", args.data_dir)
+    for seed in map(int, args.seeds.split(",")):
+        for s in map(float, args.sparsities.split(",")):
+            for c in args.sets:
+                print(json.dumps(run(tuple(c.split(",")), s, seed, data, args.optimizer, lr,
+                                     args.model, args.epochs, args.calibration)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
