@@ -153,10 +153,12 @@ def _compare_parser(sub) -> None:
                    help="also prune each method as far as validation accuracy stays >= this")
     c.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
                    help="fine-tune epochs after one-shot pruning (bingo, magnitude)")
-    c.add_argument("--finetune-ramp", type=float, default=d.finetune_ramp, metavar="D",
+    c.add_argument("--finetune-ramp", type=float, default=None, metavar="D",
                    help="with --finetune-epochs: prune by the method to D times the goal's "
                         "kept weights, then to its layer budgets during the first half of "
-                        "the fine-tune, smallest weights first (0: one shot before it)")
+                        "the fine-tune, smallest weights first (default: 4 whenever "
+                        "fine-tune epochs are asked for without --refit; 0: one shot "
+                        "before the fine-tune)")
     c.add_argument("--imp-rate", type=_fraction, default=d.imp_rate)
     c.add_argument("--imp-scope", choices=("layer", "global"), default=d.imp_scope)
     c.add_argument("--rewind-step", type=int, default=d.rewind_step,

@@ -42,6 +42,8 @@ from .harness import Harness, MethodResult
 from .jobs import RunSetup, environment
 from .methods import GRADUAL, METHODS, RUNNERS, _is_bingo, is_method
 
+DEFAULT_RAMP = 4.0  # the measured D of the fine-tune ramp (docs/results.md)
+
 
 @dataclass
 class CompareJob(RunSetup):
@@ -52,7 +54,7 @@ class CompareJob(RunSetup):
     sparsities: Sequence[float] = (0.5, 0.74, 0.88, 0.95)
     min_accuracy: Optional[float] = None
     finetune_epochs: int = 0           # after one-shot pruning (bingo, magnitude)
-    finetune_ramp: float = 0.0         # > 1: the fine-tune starts at this many times the
+    finetune_ramp: Optional[float] = None  # > 1: the fine-tune starts at this many times the
                                        # goal's kept weights and prunes on (bingo.gradual)
     imp_rate: float = 0.2
     imp_scope: str = "layer"           # output layer at half the rate
@@ -60,6 +62,14 @@ class CompareJob(RunSetup):
     score_batch: int = 256             # SNIP / GraSP: images in their scoring batch
     sanity: bool = False               # also run the sanity checks (bingo.sanity)
     sanity_sparsity: float = 0.88
+
+    def __post_init__(self):
+        """The fine-tune ramp is the default way to fine-tune (issue 21's decision: it
+        counts as the one fine-tune epoch): None becomes DEFAULT_RAMP when fine-tune
+        epochs are asked for without --refit, else 0 (one shot before any fine-tune)."""
+        if self.finetune_ramp is None:
+            self.finetune_ramp = (DEFAULT_RAMP if self.finetune_epochs >= 1 and not self.refit
+                                  else 0.0)
 
     def validate(self) -> None:
         unknown = [m for m in self.methods if not is_method(m)]

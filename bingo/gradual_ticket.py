@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -23,7 +24,10 @@ from .candidates import MIXTURES, PROXY_ESTIMATORS
 from .schedule import CubicSchedule, Masks, ScheduledPruning, prune_kept
 from .search import TicketSearch, _Borrowed
 
-DEFAULT_CANDIDATES = ("magnitude", "mag+movement", "mag+fisher")
+# Measured (docs/results.md, *Pruning during the training run*): with fisher or mag+fisher
+# among them the events pick those (the lowest loss right after the event) and the run
+# ends 0.1-0.5 points lower under SGD; mag+movement wins events only under Adam.
+DEFAULT_CANDIDATES = ("magnitude", "mag+movement")
 
 
 class GradualTicketPruning(ScheduledPruning):
@@ -39,7 +43,8 @@ class GradualTicketPruning(ScheduledPruning):
         start, end: the schedule's first and last event, as fractions of total_steps.
         every: steps between two events.
         candidates: the rankings an event chooses between by measured loss (default
-            magnitude and its mixtures with movement and fisher); ``("magnitude",)`` is
+            magnitude and its mixture with movement; any of magnitude, fisher, reset,
+            movement and their ``mag+`` mixtures may be named); ``("magnitude",)`` is
             gradual magnitude pruning with the search's overhead.
         **search_options: for the :class:`~bingo.TicketSearch` (``calibration``, the kept
             examples an event measures on; ``seed``, ``include``/``exclude``,
@@ -152,8 +157,14 @@ class GradualTicketPruning(ScheduledPruning):
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
-    """Each value's place in ascending order (ties by index), as float."""
+    """Each value's place in ascending order (ties by index), as float. On the CPU by
+    numpy's stable argsort: the same order, in half the time of torch's stable sort
+    (30 against 60 ms for LeNet's 266,200 weights on the 2-core VM)."""
+    if values.device.type == "cpu":
+        order = torch.from_numpy(np.argsort(values.detach().contiguous().numpy(),
+                                            kind="stable"))
+    else:
+        order = torch.sort(values, stable=True).indices
     out = torch.empty_like(values)
-    out[torch.sort(values, stable=True).indices] = torch.arange(
-        values.numel(), dtype=values.dtype, device=values.device)
+    out[order] = torch.arange(values.numel(), dtype=values.dtype, device=values.device)
     return out

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .pruning import PruneReport, count_zeros
+from .pruning import PruneReport
 from .targets import torch_pruned
 
 Masks = Dict[str, torch.Tensor]  # parameter name -> bool keep-mask of its shape
@@ -191,13 +191,3 @@ class ScheduledPruning:
         self.event_seconds += seconds
         self.events.append({"step": self.step_count - 1, "sparsity": sparsity,
                             "seconds": seconds, **self.note()})
-
-
-def layer_shares(keep: Masks) -> Dict[str, float]:
-    """Each tensor's pruned share under ``keep``."""
-    return {n: float((~k).sum()) / k.numel() for n, k in keep.items()}
-
-
-def zeros_in(model: nn.Module, names: Sequence[str]) -> float:
-    layers = count_zeros(model, names).values()
-    return sum(x.zeros for x in layers) / sum(x.numel for x in layers)

@@ -5,7 +5,8 @@ For each seed: one training run with the default search (as `bingo compare` trai
 same initial weights, data order and optimizer), pruned one-shot by the calibrated
 estimator, then one epoch of fine-tuning (batch 64, the run's data order) per variant:
 
-* ``plain``: what `bingo compare --finetune-epochs 1` does (Adam at the training rate);
+* ``plain``: what `bingo compare --finetune-epochs 1 --finetune-ramp 0` does (Adam at the
+  training rate);
 * ``lr x2``, ``lr x0.5``: the rate doubled or halved;
 * ``warmup``: the rate ramped up linearly over the first 10% of the epoch, then held;
   ``warmup+decay``: then decayed linearly to zero;

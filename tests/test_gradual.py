@@ -129,6 +129,11 @@ def test_compare_fine_tunes_with_a_ramp_and_names_it(data_dir, tmp_path, capsys)
     results = json.loads((out / "results.json").read_text())
     assert "_ft1_ramp4.0_" in results["name"]
     assert [p["sparsity"] for p in results["methods"][0]["points"]] == [0.9]
+    from bingo.compare import CompareJob
+    assert CompareJob(finetune_epochs=1).finetune_ramp == 4.0  # the default way to fine-tune
+    assert CompareJob(finetune_epochs=1, finetune_ramp=0).finetune_ramp == 0  # one shot, asked
+    assert CompareJob(finetune_epochs=1, refit=True).finetune_ramp == 0.0
+    assert CompareJob().finetune_ramp == 0.0
     for bad in (["--finetune-ramp", "0.5", "--finetune-epochs", "1"], ["--finetune-ramp", "4"]):
         code = main(["compare", "--data-dir", str(data_dir), "--methods", "magnitude",
                      "--sparsities", "0.9", *bad, "--out", str(tmp_path / "bad"), "--quiet"])

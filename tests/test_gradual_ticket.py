@@ -178,3 +178,12 @@ def test_the_cli_prunes_during_training_and_compare_runs_the_gradual_rows(data_d
     assert main(["compare", *quick, "--methods", "gmp", "--gmp-start", "0.8", "--gmp-end",
                  "0.3", "--sparsities", "0.9", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
     assert "0 <= start < end <= 1" in capsys.readouterr().err
+
+
+def test_the_mixture_ranks_are_a_stable_sort_s_with_ties(fresh_seed):
+    from bingo.gradual_ticket import _ranks
+    g = torch.Generator().manual_seed(fresh_seed)
+    values = torch.randint(0, 9, (5000,), generator=g).float()  # movement sums are often 0
+    expected = torch.empty_like(values)
+    expected[torch.sort(values, stable=True).indices] = torch.arange(5000.0)
+    assert torch.equal(_ranks(values), expected)
