@@ -48,7 +48,8 @@ class GradualTicketPruning(ScheduledPruning):
             gradual magnitude pruning with the search's overhead.
         **search_options: for the :class:`~bingo.TicketSearch` (``calibration``, the kept
             examples an event measures on; ``seed``, ``include``/``exclude``,
-            ``loss_fn``, ``proxy_every``, ...). Its random-subset variants substitute
+            ``loss_fn``, ...; ``proxy_every`` defaults to never after the first step when
+            no candidate reads fisher or reset). Its random-subset variants substitute
             weights, which a masked model cannot take: ``variants`` must stay 0.
     """
 
@@ -72,6 +73,12 @@ class GradualTicketPruning(ScheduledPruning):
         if not search_options.get("movement", True) and any("movement" in c for c in candidates):
             raise ValueError("a movement candidate needs the movement proxy: drop "
                              "movement=False or the movement candidates")
+        if "proxy_every" not in search_options and not any(
+                k in c for c in candidates for k in ("fisher", "reset")):
+            # no candidate reads fisher or reset: fold them in on the first step only
+            # (movement, every step, is a pass of its own); the same scores, ~1/3 less
+            # proxy traffic
+            search_options["proxy_every"] = total_steps + 1
         self.search = TicketSearch(model, variants=0, **search_options)
         self.search._masked_ok = True  # reads weight_orig; its estimators refuse
         super().__init__(model, [t.name for t in self.search.targets], schedule)

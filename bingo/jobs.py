@@ -233,7 +233,7 @@ def _run_gradual(job: PruneJob, model, data, train_split, wall: float,
     pruner = GradualTicketPruning(model, sparsity=job.sparsity, total_steps=total,
                                   start=job.gmp_start, end=job.gmp_end, every=job.gmp_every,
                                   seed=job.seed, calibration=job.calibration,
-                                  proxy_every=job.proxy_every, movement=job.movement,
+                                  movement=job.movement,
                                   reset_to=job.reset_to)
     optimizer = make_optimizer(job.optimizer, model.parameters(), job.lr)
     stats = train(model, train_split, epochs=job.epochs, batch_size=job.batch_size,

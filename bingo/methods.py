@@ -258,7 +258,7 @@ def _gradual(h: Harness, result: MethodResult) -> None:
         if result.method == "bingo-gradual":
             pruner = GradualTicketPruning(
                 model, sparsity=s, **when, seed=job.seed, calibration=job.calibration,
-                proxy_every=job.proxy_every, movement=job.movement, reset_to=job.reset_to)
+                movement=job.movement, reset_to=job.reset_to)
         else:
             pruner = GradualMagnitudePruning(model, sparsity=s, **when,
                                              scope="layer" if result.method == "gmp-layer"

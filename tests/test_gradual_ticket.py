@@ -107,7 +107,7 @@ def test_finish_reports_the_zeros_and_the_masks_are_torch_prune_masks(mnist, fre
     torch.manual_seed(fresh_seed)
     model = paper_mlp()
     pruner = GradualTicketPruning(model, sparsity=0.8, total_steps=10 * _total(mnist),
-                                  calibration=256)
+                                  calibration=256, candidates=("magnitude", "mag+fisher"))
     _train(model, mnist, pruner)  # a tenth of the planned run: finish() completes it
     report = pruner.finish()
     numel = sum(x.numel for x in report.layers.values())
@@ -187,3 +187,14 @@ def test_the_mixture_ranks_are_a_stable_sort_s_with_ties(fresh_seed):
     expected = torch.empty_like(values)
     expected[torch.sort(values, stable=True).indices] = torch.arange(5000.0)
     assert torch.equal(_ranks(values), expected)
+
+
+def test_fisher_and_reset_are_folded_in_only_when_a_candidate_reads_them():
+    from bingo.proxies import DEFAULT_PROXY_EVERY
+    default = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100)
+    assert default.search.proxy_every == 101  # the first step only
+    fisher = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100,
+                                  candidates=("magnitude", "mag+fisher"))
+    assert fisher.search.proxy_every == DEFAULT_PROXY_EVERY
+    asked = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100, proxy_every=2)
+    assert asked.search.proxy_every == 2
