@@ -77,8 +77,8 @@ def lowest_first(scores: Mapping[str, torch.Tensor], keep: Masks,
                  sparsity: float | Mapping[str, float], scope: str = "global") -> Masks:
     """Keep-masks pruning round(sparsity * n) weights (of all, or of each tensor with
     ``scope="layer"``, or a sparsity per tensor), the already pruned (``keep`` False) first,
-    then the kept ones lowest score first, ties by index: masks only grow. Only the kept
-    weights are sorted (late events sort a few percent of them)."""
+    then the kept ones lowest score first, ties by index: masks only grow (the cut:
+    :func:`prune_kept`)."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     names = list(scores)
