@@ -75,9 +75,10 @@ class Harness:
             model, examples, seconds = self._dense
             return model, examples, seconds
         from .calibration import CalibrationBuffer
+        from .search import DEFAULT_CALIBRATION
         start = time.perf_counter()
         model = self.fresh()
-        recent = CalibrationBuffer(self.job.calibration or 2048)
+        recent = CalibrationBuffer(self.job.calibration or DEFAULT_CALIBRATION)
         self.train(model, after_step=recent.add, description="train dense")
         examples = recent.batch()[0]
         self._dense = (model, examples, time.perf_counter() - start)

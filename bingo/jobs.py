@@ -85,6 +85,15 @@ class RunSetup:
                      movement=self.movement)
         return TicketSearch(model, **{**knobs, **overrides})
 
+    def make_gradual(self, model, sparsity: float, total_steps: int):
+        """``bingo.GradualTicketPruning`` on ``model`` with this setup's schedule and search
+        knobs (the kept examples, the seed, movement, the reset target)."""
+        from .gradual_ticket import GradualTicketPruning
+        return GradualTicketPruning(model, sparsity=sparsity, total_steps=total_steps,
+                                    start=self.gmp_start, end=self.gmp_end, every=self.gmp_every,
+                                    seed=self.seed, calibration=self.calibration,
+                                    movement=self.movement, reset_to=self.reset_to)
+
     def check_estimators(self, estimators: Sequence[str]) -> None:
         """Fail before training when an estimator asked for would get no searches to read."""
         starved = [e for e in estimators if e in SEARCH_ESTIMATORS and self.variants == 0]
@@ -228,13 +237,8 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
 def _run_gradual(job: PruneJob, model, data, train_split, wall: float,
                  progress: bool) -> Dict[str, Any]:
     """``--schedule gradual``: prune during the one training run (bingo.gradual_ticket)."""
-    from .gradual_ticket import GradualTicketPruning
-    total = steps_per_epoch(train_split, job.batch_size) * job.epochs
-    pruner = GradualTicketPruning(model, sparsity=job.sparsity, total_steps=total,
-                                  start=job.gmp_start, end=job.gmp_end, every=job.gmp_every,
-                                  seed=job.seed, calibration=job.calibration,
-                                  movement=job.movement,
-                                  reset_to=job.reset_to)
+    pruner = job.make_gradual(model, job.sparsity,
+                              steps_per_epoch(train_split, job.batch_size) * job.epochs)
     optimizer = make_optimizer(job.optimizer, model.parameters(), job.lr)
     stats = train(model, train_split, epochs=job.epochs, batch_size=job.batch_size,
                   optimizer=optimizer, seed=job.seed, after_step=pruner,

@@ -256,9 +256,7 @@ def _gradual(h: Harness, result: MethodResult) -> None:
     for s in job.sparsities:
         model = h.fresh()
         if result.method == "bingo-gradual":
-            pruner = GradualTicketPruning(
-                model, sparsity=s, **when, seed=job.seed, calibration=job.calibration,
-                movement=job.movement, reset_to=job.reset_to)
+            pruner = job.make_gradual(model, s, total)
         else:
             pruner = GradualMagnitudePruning(model, sparsity=s, **when,
                                              scope="layer" if result.method == "gmp-layer"

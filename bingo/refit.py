@@ -133,6 +133,15 @@ def _layers(model: nn.Module, reference: nn.Module, names: Optional[Sequence[str
             raise ValueError(f"the reference has no {type(m).__name__} {n!r} of weight shape "
                              f"{tuple(m.weight.shape)}: pass the dense model the pruned one "
                              f"was copied from")
+    return forward_order(model, names, probe, "refit needs every refit layer to run on the "
+                                             "examples; pass layers= without them")
+
+
+def forward_order(model: nn.Module, names: Sequence[str], probe: torch.Tensor,
+                  hint: str) -> List[str]:
+    """The modules ``names`` in the order ``model``'s forward on ``probe`` reaches them;
+    a module never reached is refused, the error ending with ``hint``."""
+    modules = dict(model.named_modules())
     order: List[str] = []
     hooks = [modules[n].register_forward_hook(lambda *_, n=n: order.append(n)) for n in names]
     try:
@@ -143,8 +152,7 @@ def _layers(model: nn.Module, reference: nn.Module, names: Optional[Sequence[str
             h.remove()
     missing = [n for n in names if n not in order]
     if missing:
-        raise ValueError(f"the forward pass never reached {missing}: refit needs every refit "
-                         f"layer to run on the examples; pass layers= without them")
+        raise ValueError(f"the forward pass never reached {missing}: {hint}")
     return list(dict.fromkeys(order))
 
 

@@ -15,37 +15,19 @@ from torch.func import functional_call
 
 from bingo.data import load_dataset
 from bingo.models import build_model
+from bingo.schedule import CubicSchedule, lowest_first
 from bingo.search import TicketSearch
 from bingo.targets import select_targets
 from bingo.training import accuracy, make_optimizer, steps_per_epoch, train
 
 
-def cubic(step, total, s, start=0.1, end=0.75, every=50):
-    t0, t1 = round(start * total), round(end * total)
-    if step < t0 or step > t1 or ((step - t0) % every and step != t1):
-        return None
-    return s * (1 - (1 - (step - t0) / (t1 - t0)) ** 3)
+def cubic(step, total, s, every=50):
+    return CubicSchedule(s, total, every=every).at(step)
 
 
 def keep_top(scores, masks, s, scope="global", budgets=None):
     """New keep masks: prune to s the lowest scores, pruned ones first."""
-    names = list(scores)
-    flat = {n: torch.where(masks[n], scores[n], torch.full_like(scores[n], -torch.inf)).reshape(-1)
-            for n in names}
-    out = {}
-    if budgets is not None:
-        for n in names:
-            k = round(budgets[n] * flat[n].numel())
-            keep = torch.ones_like(flat[n], dtype=torch.bool)
-            keep[torch.sort(flat[n], stable=True).indices[:k]] = False
-            out[n] = keep.view_as(scores[n])
-        return out
-    if scope == "layer":
-        return keep_top(scores, masks, s, budgets={n: s for n in names})
-    allf = torch.cat([flat[n] for n in names])
-    keep = torch.ones_like(allf, dtype=torch.bool)
-    keep[torch.sort(allf, stable=True).indices[:round(s * allf.numel())]] = False
-    return {n: p.view_as(scores[n]) for n, p in zip(names, torch.split(keep, [flat[n].numel() for n in names]))}
+    return lowest_first(scores, masks, budgets if budgets is not None else s, scope)
 
 
 class Proto:

@@ -15,14 +15,14 @@ Both return the PruneReport of the zeros really there; masks through torch.nn.ut
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ..pruning import PruneReport
-from ..refit import REFIT_TYPES, capture, input_rows
+from ..refit import REFIT_TYPES, capture, forward_order, input_rows
 from ..targets import select_targets
 
 DAMPING = 0.01  # λ as a share of H's mean diagonal (SparseGPT's default)
@@ -43,22 +43,6 @@ def uniform_budgets(model: nn.Module, sparsity: float, last_dense: bool = True
     return {t.name: sparsity for t in targets}
 
 
-def _forward_order(model: nn.Module, names: Sequence[str], probe: torch.Tensor) -> List[str]:
-    modules = dict(model.named_modules())
-    seen: List[str] = []
-    hooks = [modules[n].register_forward_hook(lambda *_, n=n: seen.append(n)) for n in names]
-    try:
-        with torch.no_grad():
-            model(probe)
-    finally:
-        for h in hooks:
-            h.remove()
-    missing = [n for n in names if n not in seen]
-    if missing:
-        raise ValueError(f"the forward pass never reached {missing} on the examples")
-    return list(dict.fromkeys(seen))
-
-
 def _layers(model: nn.Module, budgets: Dict[str, float], examples: torch.Tensor):
     """(module name, module, sparsity) of each budgeted Linear/Conv2d weight, in forward
     order; refuses anything else."""
@@ -72,7 +56,8 @@ def _layers(model: nn.Module, budgets: Dict[str, float], examples: torch.Tensor)
         if isinstance(module, nn.Conv2d) and module.groups != 1:
             raise ValueError(f"{name!r} is a grouped Conv2d, which they do not handle")
         modules[module_name] = (module, budgets[name])
-    order = _forward_order(model, list(modules), examples[:1])
+    order = forward_order(model, list(modules), examples[:1],
+                          "each pruned layer must run on the examples")
     return [(n, *modules[n]) for n in order]
 
 
