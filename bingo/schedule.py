@@ -99,22 +99,28 @@ def lowest_first(scores: Mapping[str, torch.Tensor], keep: Masks,
 def prune_kept(scores: torch.Tensor, keep: torch.Tensor, pruned: int) -> torch.Tensor:
     """A flat keep-mask with ``pruned`` zeros: those of ``keep``, then the lowest
     ``scores`` among the kept, ties by index (what a stable sort would cut); ``keep``
-    itself if it prunes more. The cut is found by ``kthvalue``, not a sort."""
+    itself if it prunes more."""
     kept = keep.nonzero().squeeze(1)
     more = pruned - (keep.numel() - kept.numel())
     out = keep.clone()
-    if more <= 0:
-        return out
-    values = scores.detach()[kept].float()
-    if more >= values.numel():
-        out[kept] = False
-        return out
-    cut = values.kthvalue(more).values
-    below = values < cut
-    tied = (values == cut).nonzero().squeeze(1)[:more - int(below.sum())]
-    below[tied] = True
-    out[kept[below]] = False
+    if more > 0:
+        out[kept[lowest(scores.detach()[kept], more)]] = False
     return out
+
+
+def lowest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """A flat mask of the ``k`` lowest ``values``, ties by index (what a stable sort would
+    cut), found by ``kthvalue``, not a sort."""
+    values = values.detach().float()
+    if k >= values.numel():
+        return torch.ones_like(values, dtype=torch.bool)
+    if k <= 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    cut = values.kthvalue(k).values
+    below = values < cut
+    tied = (values == cut).nonzero().squeeze(1)[:k - int(below.sum())]
+    below[tied] = True
+    return below
 
 
 class ScheduledPruning:

@@ -181,12 +181,19 @@ def test_the_cli_prunes_during_training_and_compare_runs_the_gradual_rows(data_d
 
 
 def test_the_mixture_ranks_are_a_stable_sort_s_with_ties(fresh_seed):
-    from bingo.gradual_ticket import _ranks
+    from bingo.candidates import stable_ranks
     g = torch.Generator().manual_seed(fresh_seed)
-    values = torch.randint(0, 9, (5000,), generator=g).float()  # movement sums are often 0
-    expected = torch.empty_like(values)
-    expected[torch.sort(values, stable=True).indices] = torch.arange(5000.0)
-    assert torch.equal(_ranks(values), expected)
+    ties = torch.randint(-4, 5, (5000,), generator=g).float()  # movement sums are often 0
+    ties[torch.randperm(5000, generator=g)[:300]] = -0.0  # equal to 0.0, as in a sort
+    spread = torch.randn(3001, generator=g) * torch.logspace(-30, 30, 3001)
+    spread[::7] = -spread[::7].abs()
+    for values in (ties, spread):
+        expected = torch.empty_like(values)
+        expected[torch.sort(values, stable=True).indices] = torch.arange(
+            float(values.numel()))
+        assert torch.equal(stable_ranks(values), expected)
+    with pytest.raises(ValueError, match="flat tensor"):
+        stable_ranks(ties.view(50, 100))
 
 
 def test_fisher_and_reset_are_folded_in_only_when_a_candidate_reads_them():
