@@ -19,9 +19,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .borrow import Borrowed
 from .candidates import MIXTURES, PROXY_ESTIMATORS, stable_ranks
 from .schedule import CubicSchedule, Masks, ScheduledPruning, lowest
-from .search import TicketSearch, _Borrowed
+from .search import TicketSearch
 
 # Measured (docs/results.md, *Pruning during the training run*): with fisher or mag+fisher
 # among them the events pick those (the lowest loss right after the event) and the run
@@ -149,7 +150,7 @@ class GradualTicketPruning(ScheduledPruning):
         """The loss on the kept examples with ``keep`` as the masks; nothing written."""
         masks = {f"{name}_mask": k.to(getattr(m, a + "_mask").dtype)
                  for name, k in keep.items() for m, a in [self._modules[name]]}
-        with _Borrowed(self.model, [inputs.device]), torch.no_grad():
+        with Borrowed(self.model, [inputs.device]), torch.no_grad():
             out = functional_call(self.model, masks, (inputs,))
             value = float(self.search.loss_fn(out, labels))
         return value if value == value else float("inf")

@@ -11,6 +11,7 @@ import torch
 from torch.func import functional_call
 
 from .batched import sequential_layers
+from .borrow import Borrowed
 from .candidates import Scores, weights_of
 
 if TYPE_CHECKING:
@@ -24,11 +25,10 @@ class Meter:
     along fixed orders (lowest score first); the model itself is never written."""
 
     def __init__(self, search: "TicketSearch"):
-        from .search import _Borrowed
         self.search = search
         self.inputs, self.labels = search.calibration_batch()
         self.weights = weights_of(search)
-        self.borrowed = _Borrowed(search.model, [w.device for w in self.weights.values()])
+        self.borrowed = Borrowed(search.model, [w.device for w in self.weights.values()])
         self.evaluations = 0
         self.layers = sequential_layers(search.model, search.targets)
         self._prefixes = Prefixes(self.layers) if self.layers is not None else None

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from .pruning import PruneReport
-from .targets import torch_pruned
+from .targets import refresh_masked_reads, torch_pruned
 
 Masks = Dict[str, torch.Tensor]  # parameter name -> bool keep-mask of its shape
 SCOPES = ("global", "layer")
@@ -145,6 +145,7 @@ class ScheduledPruning:
             if not torch_pruned(module, attr):
                 torch_prune.identity(module, attr)
             self._modules[name] = (module, attr)
+        self._refresh = refresh_masked_reads(model, self.names)  # attention's out_proj
 
     # what subclasses read and decide
     def keep(self) -> Masks:

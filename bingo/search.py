@@ -15,38 +15,27 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import search_state
+from .borrow import Borrowed
 from .calibration import CalibrationBuffer
 from .dispatch import backend_name, select_backend
 from .proxies import DEFAULT_PROXY_EVERY, Proxies
 from .reference import SearchBatch, SearchPlan
 from .regression import SubsetRegression, features
 from .rules import SearchChange, Totals, get_rule
+from .search_state import STATE_FORMAT, SearchRecord  # noqa: F401 (re-exported)
 from .subsets import LEVELS, fraction_to_threshold
 from .targets import select_targets, torch_pruned
 
 METRICS = ("loss", "accuracy")
 RESET_TARGETS = ("init", "zero")
-# 4: movement folded in every step (fisher and reset every proxy_every-th). A format-3
-# state means the same only with proxy_every = 1 (format 3 sampled movement too).
-STATE_FORMAT = "bingo.TicketSearch/4"
 DEFAULT_CALIBRATION = 2048  # training examples kept for the calibrated estimator
-_SAME_AT_EVERY_STEP = "bingo.TicketSearch/3"
-
-
-@dataclass
-class SearchRecord:
-    """What one search step measured: the metric before and after each variant."""
-
-    step: int
-    before: float
-    after: List[float] = field(default_factory=list)
 
 
 def _torch_pruned(model: nn.Module, name: str) -> bool:
@@ -56,29 +45,6 @@ def _torch_pruned(model: nn.Module, name: str) -> bool:
     try:
         return torch_pruned(model.get_submodule(module_name), attr)
     except AttributeError:
-        return False
-
-
-class _Borrowed:
-    """Puts the model in eval mode and saves the RNG state; restores both on exit."""
-
-    def __init__(self, model: nn.Module, devices: Sequence[torch.device]):
-        self.model = model
-        self.cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
-
-    def __enter__(self):
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.cpu_rng = torch.get_rng_state()
-        self.cuda_rng = [torch.cuda.get_rng_state(i) for i in self.cuda]
-        self.model.eval()
-        return self
-
-    def __exit__(self, *exc):
-        for m, training in self.modes:
-            m.training = training
-        torch.set_rng_state(self.cpu_rng)
-        for i, s in zip(self.cuda, self.cuda_rng):
-            torch.cuda.set_rng_state(s, i)
         return False
 
 
@@ -314,7 +280,7 @@ class TicketSearch:
         if self.variants:
             plan = self.plan(self.step_count)
             devices = [p.device for p in current.values()]
-            with _Borrowed(self.model, devices), torch.no_grad():
+            with Borrowed(self.model, devices), torch.no_grad():
                 batch = SearchBatch(self.model, inputs, targets, self.metric, self.loss_fn)
                 before, after = backend.evaluate_variants(plan, self.targets, current,
                                                           reset, batch)
@@ -397,50 +363,11 @@ class TicketSearch:
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume bit-identically: config, step, initial values, scores."""
-        return {
-            "format": STATE_FORMAT,
-            "config": self.config(),
-            "step": self.step_count,
-            "initial": {k: v.clone() for k, v in self._initial.items()},
-            "state": [{k: v.clone() for k, v in s.items()} for s in self._states],
-            "totals": {"searches": self.totals.searches, "damage_sum": self.totals.damage_sum},
-            "search_seconds": self.search_seconds,
-            "history": [(r.step, r.before, list(r.after)) for r in self.history],
-            "proxies": self.proxies.state_dict(),
-            "regression": self.regression.state_dict(),
-            "calibration": self._calibration.state_dict(),
-        }
+        return search_state.save(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`; the configuration must match this search's."""
-        fmt = state.get("format")
-        if fmt == _SAME_AT_EVERY_STEP and state["config"].get("proxy_every") != 1:
-            raise ValueError(f"this search state ({fmt!r}) summed the movement proxy only "
-                             f"every proxy_every={state['config'].get('proxy_every')!r} steps, "
-                             f"which this version no longer does (movement needs every step); "
-                             f"resuming would mix the two sums: restart the search, or use the "
-                             f"bingo version that saved it")
-        if fmt not in (STATE_FORMAT, _SAME_AT_EVERY_STEP):
-            raise ValueError(f"not a TicketSearch state of this version (format "
-                             f"{fmt!r}, expected {STATE_FORMAT!r})")
-        mine, theirs = self.config(), {"movement": True, **state["config"]}  # format 3: on
-        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
-        if diff:
-            details = ", ".join(f"{k}: saved {theirs.get(k)!r} vs here {mine[k]!r}" for k in diff)
-            raise ValueError(f"saved search has a different configuration ({details}); "
-                             f"construct the TicketSearch with the saved settings")
-        for name, value in state["initial"].items():
-            self._initial[name] = value.to(self._initial[name].device).clone()
-        for mine_s, saved in zip(self._states, state["state"]):
-            for k, v in saved.items():
-                mine_s[k].copy_(v)
-        self.totals = Totals(int(state["totals"]["searches"]), float(state["totals"]["damage_sum"]))
-        self.step_count = int(state["step"])
-        self.search_seconds = float(state["search_seconds"])
-        self.history = [SearchRecord(s, b, list(a)) for s, b, a in state["history"]]
-        self.proxies.load_state_dict(state["proxies"])
-        self.regression.load_state_dict(state["regression"])
-        self._calibration.load_state_dict(state["calibration"])
+        search_state.load(self, state)
 
     @property
     def backend(self) -> str:

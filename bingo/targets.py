@@ -100,3 +100,31 @@ def select_targets(model: nn.Module, *, granularity: str = "weight",
             + "; pass include=[parameter names or patterns] to choose what to prune"
         )
     return targets
+
+
+# Modules whose forward reads a child's weight by attribute instead of calling the child
+# (MultiheadAttention passes out_proj.weight to a functional; the encoder/decoder layers'
+# inference fast path passes every child's weight): a torch.nn.utils.prune mask on such a
+# child is never reapplied by the child's own forward pre-hook.
+ATTRIBUTE_READERS = (nn.MultiheadAttention, nn.TransformerEncoderLayer,
+                     nn.TransformerDecoderLayer)
+
+
+def refresh_masked_reads(model: nn.Module, names: Sequence[str]) -> Optional[object]:
+    """Recompute ``<attr> = <attr>_orig * <attr>_mask`` before each forward of ``model``
+    for the masked tensors in ``names`` that an :data:`ATTRIBUTE_READERS` module reads by
+    attribute, so they see the current weights and masks (and gradients reach
+    ``<attr>_orig``). Returns the hook's handle, or None when no tensor needs it."""
+    readers = [name for name, m in model.named_modules() if isinstance(m, ATTRIBUTE_READERS)]
+    inside = [n for n in names if any(n.startswith(r + ".") for r in readers)]
+    if not inside:
+        return None
+    where = [(model.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2]) for n in inside]
+
+    def refresh(_module: nn.Module, _inputs: object) -> None:
+        for module, attr in where:
+            if torch_pruned(module, attr):  # gone after prune.remove: nothing to refresh
+                setattr(module, attr, getattr(module, attr + "_orig")
+                        * getattr(module, attr + "_mask"))
+
+    return model.register_forward_pre_hook(refresh)

@@ -47,6 +47,18 @@ def sequence_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out.flatten(0, 1), y.flatten())
 
 
+def corpus(data_dir):
+    """tinyshakespeare as character ids: the first 90% (training), the last 10% (held out),
+    and the vocabulary's size."""
+    path = resolve_data_dir(data_dir) / "tinyshakespeare" / "input.txt"
+    if not path.is_file():
+        raise SystemExit(f"no corpus at {path}: pass --data-dir with tinyshakespeare/input.txt")
+    text = Path(path).read_text()
+    vocab = {c: i for i, c in enumerate(sorted(set(text)))}
+    ids = torch.tensor([vocab[c] for c in text])
+    return ids[:int(0.9 * len(ids))], ids[int(0.9 * len(ids)):], len(vocab)
+
+
 def windows(ids: torch.Tensor, n: int, gen: torch.Generator):
     start = torch.randint(0, len(ids) - CONTEXT - 1, (n,), generator=gen)
     return (torch.stack([ids[i:i + CONTEXT] for i in start]),
@@ -60,15 +72,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    path = resolve_data_dir(args.data_dir) / "tinyshakespeare" / "input.txt"
-    if not path.is_file():
-        raise SystemExit(f"no corpus at {path}: pass --data-dir with tinyshakespeare/input.txt")
-    text = Path(path).read_text()
-    vocab = {c: i for i, c in enumerate(sorted(set(text)))}
-    ids = torch.tensor([vocab[c] for c in text])
-    train_ids, held_ids = ids[:int(0.9 * len(ids))], ids[int(0.9 * len(ids)):]
+    train_ids, held_ids, vocab = corpus(args.data_dir)
     torch.manual_seed(args.seed)
-    model = TinyLM(len(vocab))
+    model = TinyLM(vocab)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     search = bingo.TicketSearch(model, loss_fn=sequence_loss, calibration=args.calibration,
                                 seed=args.seed)

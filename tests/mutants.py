@@ -59,7 +59,7 @@ MUTANTS: List[Mutant] = [
                                                   "tests/test_proxies.py"),
            "Proxies.load_state_dict forgets how many steps fed fisher and reset"),
     Mutant("meter-borrow", "bingo/meter.py",
-           "self.borrowed = _Borrowed(search.model, [w.device for w in self.weights.values()])",
+           "self.borrowed = Borrowed(search.model, [w.device for w in self.weights.values()])",
            'self.borrowed = __import__("contextlib").nullcontext()', ("tests/test_estimators.py",),
            "the calibration meter neither switches to eval mode nor saves the RNG"),
     Mutant("mixtures-ignore-proxy", "bingo/candidates.py",

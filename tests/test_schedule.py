@@ -121,3 +121,47 @@ def test_the_kthvalue_cut_equals_a_stable_sort_with_many_ties(fresh_seed):
         if k < n - int(keep.sum()):
             expected = keep
         assert torch.equal(prune_kept(scores, keep, k), expected)
+
+
+class _Attention(nn.Module):
+    """An encoder layer whose attention reads ``out_proj.weight`` by attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(6, 16)
+        self.layer = nn.TransformerEncoderLayer(16, 2, 24, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.layer(self.inp(x)).mean(1))
+
+
+@pytest.mark.parametrize("method", ["gmp", "bingo-gradual"])
+def test_attention_weights_read_by_attribute_follow_their_masks(method, fresh_seed):
+    from bingo.gradual_ticket import GradualTicketPruning
+    torch.manual_seed(fresh_seed)
+    model = _Attention()
+    g = torch.Generator().manual_seed(fresh_seed)
+    x, y = torch.randn(64, 5, 6, generator=g), torch.randint(0, 3, (64,), generator=g)
+    cls = GradualMagnitudePruning if method == "gmp" else GradualTicketPruning
+    hook = cls(model, sparsity=0.7, total_steps=30, start=0.0, end=0.5, every=3)
+    assert "layer.self_attn.out_proj.weight" in hook.names
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for step in range(30):  # a stale out_proj.weight fails here: backward through a freed graph
+        batch = slice(step % 4 * 16, step % 4 * 16 + 16)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+        opt.step()
+        hook.step(x[batch], y[batch])
+    assert hook.finish().sparsity == pytest.approx(0.7, abs=1e-3)
+    out_proj = model.layer.self_attn.out_proj
+    assert out_proj.weight_orig.grad.abs().sum() > 0  # trained through its mask
+    state = model.state_dict()  # the masks made permanent, in a model without hooks
+    permanent = _Attention()
+    permanent.load_state_dict({
+        k.removesuffix("_orig"): v * state[k.removesuffix("_orig") + "_mask"]
+        if k.endswith("_orig") else v for k, v in state.items() if not k.endswith("_mask")})
+    model.eval(), permanent.eval()
+    with torch.no_grad():  # eval under no_grad takes the encoder layer's fast path
+        assert torch.allclose(model(x), permanent(x), atol=1e-6)
+        assert (out_proj.weight == 0).float().mean() > 0.3
