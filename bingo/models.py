@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable, Dict, Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -37,8 +39,55 @@ def convnet() -> nn.Sequential:
         flatten=nn.Flatten(), fc1=nn.Linear(256, 64), relu3=nn.ReLU(), fc2=nn.Linear(64, 10)))
 
 
+class BasicBlock(nn.Module):
+    """Two 3x3 conv + BatchNorm layers and the identity shortcut; where the block halves the
+    resolution and widens, the shortcut subsamples and zero-pads the new channels (He et
+    al. 2016's option A for CIFAR: no parameters)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.extra = stride, cout - cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+        if self.extra:
+            short = F.pad(short, (0, 0, 0, 0, 0, self.extra))
+        return torch.relu(out + short)
+
+
+def resnet(depth: int = 20, classes: int = 10) -> nn.Sequential:
+    """He et al.'s (2016) CIFAR ResNet of ``depth`` = 6n + 2 layers: a 3x3 conv to 16
+    channels, three stages of n basic blocks (16, 32, 64 channels; the second and third
+    start at stride 2), global average pooling and a linear classifier."""
+    if (depth - 2) % 6:
+        raise ValueError(f"a CIFAR ResNet has 6n + 2 layers (20, 32, 44, 56, ...), not {depth}")
+    n = (depth - 2) // 6
+    layers: "OrderedDict[str, nn.Module]" = OrderedDict(
+        conv=nn.Conv2d(3, 16, 3, 1, 1, bias=False), bn=nn.BatchNorm2d(16), relu=nn.ReLU())
+    cin = 16
+    for stage, width in enumerate((16, 32, 64), start=1):
+        for b in range(n):
+            layers[f"stage{stage}_{b}"] = BasicBlock(cin, width, 2 if b == 0 and stage > 1 else 1)
+            cin = width
+    layers["pool"] = nn.AdaptiveAvgPool2d(1)
+    layers["flatten"] = nn.Flatten()
+    layers["fc"] = nn.Linear(64, classes)
+    return nn.Sequential(layers)
+
+
+def resnet20() -> nn.Sequential:
+    """ResNet-20 for [B, 3, 32, 32] CIFAR images: 0.27M parameters, 19 conv + 1 linear."""
+    return resnet(20)
+
+
 MODELS: Dict[str, Callable[[], nn.Module]] = {"lenet300": lenet300, "paper-mlp": paper_mlp,
-                                              "convnet": convnet}
+                                              "convnet": convnet, "resnet20": resnet20}
 
 
 def build_model(name: str) -> nn.Module:

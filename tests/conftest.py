@@ -36,6 +36,12 @@ def mnist(data_dir):
     return load_mnist(data_dir)
 
 
+@pytest.fixture(scope="session")
+def cifar10(data_dir):
+    from bingo.data import load_cifar10
+    return load_cifar10(data_dir)
+
+
 @pytest.fixture
 def batch(mnist):
     """A real MNIST batch of 64 training images."""
