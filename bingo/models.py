@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gpt import CharGPT
+
 
 def mlp(widths: Sequence[int]) -> nn.Sequential:
     """Flatten, then fc1, relu1, fc2, ... between the given widths (no ReLU after the last)."""
@@ -87,7 +89,8 @@ def resnet20() -> nn.Sequential:
 
 
 MODELS: Dict[str, Callable[[], nn.Module]] = {"lenet300": lenet300, "paper-mlp": paper_mlp,
-                                              "convnet": convnet, "resnet20": resnet20}
+                                              "convnet": convnet, "resnet20": resnet20,
+                                              "char-gpt": CharGPT}
 
 
 def build_model(name: str) -> nn.Module:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,7 @@ from torch import nn
 
 import bingo
 from bingo import calibrated
-from bingo.data import resolve_data_dir
+from bingo.data import load_text
 
 CONTEXT = 32
 
@@ -48,15 +47,10 @@ def sequence_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def corpus(data_dir):
-    """tinyshakespeare as character ids: the first 90% (training), the last 10% (held out),
-    and the vocabulary's size."""
-    path = resolve_data_dir(data_dir) / "tinyshakespeare" / "input.txt"
-    if not path.is_file():
-        raise SystemExit(f"no corpus at {path}: pass --data-dir with tinyshakespeare/input.txt")
-    text = Path(path).read_text()
-    vocab = {c: i for i, c in enumerate(sorted(set(text)))}
-    ids = torch.tensor([vocab[c] for c in text])
-    return ids[:int(0.9 * len(ids))], ids[int(0.9 * len(ids)):], len(vocab)
+    """tinyshakespeare's character ids (the first 90% for training, the last 10% held
+    out) and the vocabulary's size, by ``bingo.data.load_text``."""
+    text = load_text(data_dir)
+    return text.train, text.val, text.vocab_size
 
 
 def windows(ids: torch.Tensor, n: int, gen: torch.Generator):

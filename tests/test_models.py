@@ -33,3 +33,32 @@ def test_a_widening_block_s_shortcut_subsamples_and_zero_pads(fresh_seed):
     bias = block.bn2.bias - block.bn2.running_mean * block.bn2.weight / torch.sqrt(
         block.bn2.running_var + block.bn2.eps)
     assert torch.allclose(out, torch.relu(short + bias.view(1, 8, 1, 1)), atol=1e-6)
+
+
+def test_char_gpt_is_causal_and_starts_at_chance_on_real_text(data_dir, fresh_seed):
+    from bingo.data import load_text
+    from bingo.gpt import sequence_loss
+    text = load_text(data_dir)
+    torch.manual_seed(fresh_seed)
+    model = build_model("char-gpt").eval()
+    g = torch.Generator().manual_seed(fresh_seed)
+    start = torch.randint(0, len(text.train) - 65, (8,), generator=g)
+    x = torch.stack([text.train[s:s + 64] for s in start])
+    y = torch.stack([text.train[s + 1:s + 65] for s in start])
+    with torch.no_grad():
+        logits = model(x)
+    assert logits.shape == (8, 64, 65)
+    assert abs(float(sequence_loss(logits, y)) - torch.log(torch.tensor(65.0)).item()) < 0.1
+    changed = x.clone()
+    changed[:, 40] = (changed[:, 40] + 1) % 65  # a later character cannot reach earlier ones
+    with torch.no_grad():
+        again = model(changed)
+    assert torch.allclose(again[:, :40], logits[:, :40], atol=1e-5)
+    assert not torch.allclose(again[:, 40:], logits[:, 40:], atol=1e-3)
+    targets = select_targets(model)
+    assert len(targets) == 25  # 4 blocks x (q, k, v, proj, fc, out) + the head
+    sequence_loss(model(x), y).backward()
+    params = dict(model.named_parameters())
+    assert all(params[t.name].grad.abs().sum() > 0 for t in targets)
+    with pytest.raises(ValueError, match="longer than the context 64"):
+        model(torch.zeros(1, 65, dtype=torch.long))
