@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bingo import cpp
-from bingo.models import lenet300
-from bingo.reference import SearchPlan
-from bingo.rules import RULES, SearchChange
-from bingo.targets import select_targets
+from bingo.engine import cpp
+from bingo.engine.reference import SearchPlan
+from bingo.engine.rules import RULES, SearchChange
+from bingo.engine.targets import select_targets
+from bingo.harness.models import lenet300
 
 K, THRESHOLD, BATCH = 16, 13, 512
 

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from bingo import TicketSearch, reference
-from bingo.dispatch import select_backend
-from bingo.models import build_model
+from bingo.engine.dispatch import select_backend
+from bingo.harness.models import build_model
 
 BATCH = 64
 ROUNDS = 200

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 import bingo
-from bingo import batched, reference
-from bingo.models import convnet, lenet300
-from bingo.reference import SearchPlan
-from bingo.rules import RULES, SearchChange
-from bingo.targets import Target
+from bingo.engine import batched, reference
+from bingo.engine.reference import SearchPlan
+from bingo.engine.rules import RULES, SearchChange
+from bingo.engine.targets import Target
+from bingo.harness.models import convnet, lenet300
 
 FRACTION = 0.05
 MODELS = {"lenet300": lenet300, "convnet": convnet}
@@ -52,7 +52,7 @@ def setup(request):
     torch.manual_seed(0)
     data_dir = request.config.getoption("--data-dir", None) or os.environ.get("BINGO_DATA")
     if data_dir:
-        from bingo.data import load_mnist
+        from bingo.harness.data import load_mnist
         split = load_mnist(data_dir).train
         x, y = split.images[:batch], split.labels[:batch]
     else:  # timings do not depend on the pixel values

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 import bingo
-from bingo.data import batches, load_dataset
-from bingo.models import build_model
+from bingo.harness.data import batches, load_dataset
+from bingo.harness.models import build_model
 
 # model, batch, proxy_every, K, regression_every, movement
 CASES = [("lenet300", 64, 1, 0, 0, True), ("lenet300", 64, 2, 0, 0, True),

@@ -1,16 +1,18 @@
 """bingo: find unimportant weights during one training run (BINGO) and prune them: in one
 shot after training, or gradually during it."""
-from . import estimators, export
-from .dispatch import available_backends, select_backend
-from .estimators import ESTIMATORS
-from .baselines.gmp import GradualMagnitudePruning
-from .gradual import GradualPruning
-from .gradual_ticket import GradualTicketPruning
-from .pruning import PruneReport, prune
-from .refit import RefitReport, prune_and_refit, refit
-from .rules import RULES
-from .search import SearchRecord, TicketSearch
-from .targets import select_targets
+from .engine.dispatch import available_backends, select_backend
+from .engine.rules import RULES
+from .engine.search_state import SearchRecord
+from .engine.targets import select_targets
+from .evidence import estimators
+from .evidence.estimators import ESTIMATORS
+from .evidence.ticket_search import TicketSearch
+from .harness.baselines.gmp import GradualMagnitudePruning
+from .pruning import export
+from .pruning.gradual import GradualPruning
+from .pruning.gradual_ticket import GradualTicketPruning
+from .pruning.masks import PruneReport, prune
+from .pruning.refit import RefitReport, prune_and_refit, refit
 
 __version__ = "0.1.0"
 __all__ = ["TicketSearch", "SearchRecord", "prune", "PruneReport", "refit", "prune_and_refit",

@@ -17,10 +17,10 @@ import argparse
 import json
 from pathlib import Path
 
-from bingo.compare import CompareJob, run_compare
-from bingo.compare_report import write_outputs
-from bingo.estimators import ESTIMATORS
-from bingo.proxies import DEFAULT_PROXY_EVERY
+from bingo.engine.proxies import DEFAULT_PROXY_EVERY
+from bingo.evidence.estimators import ESTIMATORS
+from bingo.harness.compare import CompareJob, run_compare
+from bingo.harness.compare_report import write_outputs
 
 MODELS = ("lenet300", "paper-mlp", "convnet")
 OPTIMIZERS = {"adam": 1e-3, "sgd": 0.05}

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 import bingo
-from bingo.data import batches, load_dataset
-from bingo.estimators import ESTIMATORS
-from bingo.models import mlp
+from bingo.evidence.estimators import ESTIMATORS
+from bingo.harness.data import batches, load_dataset
+from bingo.harness.models import mlp
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -27,12 +27,12 @@ from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
+from refit_after_pruning import refit, searched_run
 from torch import nn
 
-from bingo.data import Split, batches
-from bingo.pruning import prune
-from bingo.training import accuracy, make_optimizer, steps_per_epoch
-from refit_after_pruning import refit, searched_run
+from bingo.harness.data import Split, batches
+from bingo.harness.training import accuracy, make_optimizer, steps_per_epoch
+from bingo.pruning.masks import prune
 
 Schedule = Callable[[float], float]  # fraction of the epoch done -> factor on the rate
 CONSTANT: Schedule = lambda f: 1.0  # noqa: E731
@@ -41,7 +41,7 @@ CONSTANT: Schedule = lambda f: 1.0  # noqa: E731
 def finetune(model: nn.Module, split: Split, *, optimizer: str, lr: float, seed: int,
              schedule: Schedule = CONSTANT, teacher: Optional[nn.Module] = None,
              temperature: float = 1.0) -> None:
-    """One epoch in ``bingo.training.train``'s data order, with a rate schedule and an
+    """One epoch in ``bingo.harness.training.train``'s data order, with a rate schedule and an
     optional distillation term (the one thing ``train`` does not offer)."""
     opt = make_optimizer(optimizer, model.parameters(), lr)
     steps = steps_per_epoch(split, 64)

@@ -1,6 +1,6 @@
 """Is bingo's gradual magnitude baseline a straw man? The same runs through torch.ao.pruning.
 
-``gmp-layer`` (bingo.baselines.gmp, scope="layer") against torch.ao.pruning's
+``gmp-layer`` (bingo.harness.baselines.gmp, scope="layer") against torch.ao.pruning's
 ``WeightNormSparsifier`` (block shape (1, 1): single weights, each layer to the same level)
 driven by ``CubicSL`` on the same schedule (first event at 10% of the steps, last at 75%,
 one every 50 steps), on the same LeNet-300-100 runs (initial weights, data order, Adam):
@@ -17,11 +17,11 @@ import warnings
 import torch
 from torch.ao.pruning import CubicSL, WeightNormSparsifier
 
-from bingo.baselines.gmp import GradualMagnitudePruning
-from bingo.data import load_dataset
-from bingo.models import build_model
-from bingo.schedule import CubicSchedule
-from bingo.training import accuracy, make_optimizer, steps_per_epoch, train
+from bingo.harness.baselines.gmp import GradualMagnitudePruning
+from bingo.harness.data import load_dataset
+from bingo.harness.models import build_model
+from bingo.harness.training import accuracy, make_optimizer, steps_per_epoch, train
+from bingo.pruning.schedule import CubicSchedule
 
 LAYERS = ("fc1", "fc2", "fc3")
 

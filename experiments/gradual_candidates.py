@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from bingo.data import load_dataset
-from bingo.gradual_ticket import GradualTicketPruning
-from bingo.models import build_model
-from bingo.training import accuracy, make_optimizer, steps_per_epoch, train
+from bingo.harness.data import load_dataset
+from bingo.harness.models import build_model
+from bingo.harness.training import accuracy, make_optimizer, steps_per_epoch, train
+from bingo.pruning.gradual_ticket import GradualTicketPruning
 
 
 def run(candidates, sparsity, seed, data, optimizer, lr, model_name, epochs, calibration):

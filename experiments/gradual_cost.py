@@ -12,11 +12,11 @@ import statistics
 
 import torch
 
-from bingo.baselines.gmp import GradualMagnitudePruning
-from bingo.data import load_dataset
-from bingo.gradual_ticket import GradualTicketPruning
-from bingo.models import build_model
-from bingo.training import make_optimizer, steps_per_epoch, train
+from bingo.harness.baselines.gmp import GradualMagnitudePruning
+from bingo.harness.data import load_dataset
+from bingo.harness.models import build_model
+from bingo.harness.training import make_optimizer, steps_per_epoch, train
+from bingo.pruning.gradual_ticket import GradualTicketPruning
 
 
 def main() -> None:

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from bingo.data import load_dataset
-from bingo.models import build_model
-from bingo.schedule import CubicSchedule, lowest_first
-from bingo.search import TicketSearch
-from bingo.targets import select_targets
-from bingo.training import accuracy, make_optimizer, steps_per_epoch, train
+from bingo.engine.search import TicketSearch
+from bingo.engine.targets import select_targets
+from bingo.harness.data import load_dataset
+from bingo.harness.models import build_model
+from bingo.harness.training import accuracy, make_optimizer, steps_per_epoch, train
+from bingo.pruning.schedule import CubicSchedule, lowest_first
 
 
 def cubic(step, total, s, every=50):
@@ -83,7 +83,7 @@ class Proto:
             cands = {"global": keep_top(self.mag(), self.masks, s),
                      "layer": keep_top(self.mag(), self.masks, s, "layer")}
             if "mix" in r:
-                from bingo.candidates import candidate_scores
+                from bingo.evidence.candidates import candidate_scores
                 cs = candidate_scores(self.search, ["mag+movement", "mag+fisher"])
                 for k, v in cs.items():
                     cands[k] = keep_top(v, self.masks, s)

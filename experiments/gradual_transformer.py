@@ -15,10 +15,10 @@ import statistics
 import time
 
 import torch
-
-from bingo.baselines.gmp import GradualMagnitudePruning
-from bingo.gradual_ticket import GradualTicketPruning
 from tiny_transformer import TinyLM, corpus, sequence_loss, windows
+
+from bingo.harness.baselines.gmp import GradualMagnitudePruning
+from bingo.pruning.gradual_ticket import GradualTicketPruning
 
 METHODS = ("dense", "gmp", "gmp-layer", "bingo-gradual")
 

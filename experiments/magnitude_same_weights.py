@@ -11,10 +11,10 @@ import argparse
 import torch
 
 import bingo
-from bingo.data import load_dataset
-from bingo.jobs import DEFAULT_MIN_ACCURACY, PruneJob
-from bingo.models import build_model
-from bingo.training import accuracy, make_optimizer, train
+from bingo.harness.data import load_dataset
+from bingo.harness.jobs import DEFAULT_MIN_ACCURACY, PruneJob
+from bingo.harness.models import build_model
+from bingo.harness.training import accuracy, make_optimizer, train
 
 
 def main() -> None:

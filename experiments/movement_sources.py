@@ -20,10 +20,10 @@ import copy
 import torch
 
 import bingo
-from bingo.data import load_dataset
-from bingo.models import build_model
-from bingo.pruning import prune
-from bingo.training import accuracy, make_optimizer, train
+from bingo.harness.data import load_dataset
+from bingo.harness.models import build_model
+from bingo.harness.training import accuracy, make_optimizer, train
+from bingo.pruning.masks import prune
 
 EVERY = (1, 3, 6, 10)
 SPARSITIES = (0.9, 0.95)

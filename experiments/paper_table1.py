@@ -20,8 +20,8 @@ import argparse
 import platform
 from pathlib import Path
 
-from bingo.compare import CompareJob, run_compare
-from bingo.compare_report import write_outputs
+from bingo.harness.compare import CompareJob, run_compare
+from bingo.harness.compare_report import write_outputs
 
 PAPER = {"imp": (122.0, 0.85), "bingo": (17.0, 0.71)}  # minutes, share of weights pruned
 

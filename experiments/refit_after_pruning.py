@@ -16,12 +16,12 @@ import copy
 
 import torch
 
-from bingo.compare import CompareJob
-from bingo.data import load_dataset
-from bingo.models import build_model
-from bingo.pruning import prune
-from bingo.refit import refit
-from bingo.training import accuracy, make_optimizer, train
+from bingo.harness.compare import CompareJob
+from bingo.harness.data import load_dataset
+from bingo.harness.models import build_model
+from bingo.harness.training import accuracy, make_optimizer, train
+from bingo.pruning.masks import prune
+from bingo.pruning.refit import refit
 
 
 def searched_run(args: argparse.Namespace, seed: int, data=None) -> tuple:

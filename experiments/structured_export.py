@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 
 import bingo
-from bingo.data import batches, load_dataset
-from bingo.estimators import surviving_units
-from bingo.export import inference_seconds, shrink
-from bingo.models import lenet300
-from bingo.pruning import apply_masks
-from bingo.training import accuracy
+from bingo.evidence.estimators import surviving_units
+from bingo.harness.data import batches, load_dataset
+from bingo.harness.models import lenet300
+from bingo.harness.training import accuracy
+from bingo.pruning.export import inference_seconds, shrink
+from bingo.pruning.masks import apply_masks
 
 
 def main() -> None:

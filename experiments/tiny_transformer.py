@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import bingo
-from bingo import calibrated
-from bingo.data import load_text
+from bingo.evidence import calibrated
+from bingo.harness.data import load_text
 
 CONTEXT = 32
 
@@ -48,7 +48,7 @@ def sequence_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def corpus(data_dir):
     """tinyshakespeare's character ids (the first 90% for training, the last 10% held
-    out) and the vocabulary's size, by ``bingo.data.load_text``."""
+    out) and the vocabulary's size, by ``bingo.harness.data.load_text``."""
     text = load_text(data_dir)
     return text.train, text.val, text.vocab_size
 

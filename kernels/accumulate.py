@@ -18,7 +18,6 @@ from .launch import VARYING, elementwise_block, stream_args
 from .philox import group_draws
 
 
-
 @triton.jit
 def _state_block(start, n, BLOCK_G: tl.constexpr):
     """This program's groups [BLOCK_G], and the state offsets [BLOCK_G, 16] of their elements

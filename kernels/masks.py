@@ -15,7 +15,6 @@ from .launch import VARYING, elementwise_block, stream_args, variant_runs
 from .philox import element_draw
 
 
-
 @triton.jit(do_not_specialize=VARYING)
 def subset_masks_kernel(out_ptr, numel, start, v0, dv, seed_lo, seed_hi, step_lo, step_hi,
                         threshold, BLOCK: tl.constexpr):

@@ -1,16 +1,16 @@
-"""The Triton backend: the operations of :mod:`bingo.reference` under the same names.
+"""The Triton backend: the operations of :mod:`bingo.engine.reference` under the same names.
 
 * ``subset_masks``, ``masked_weights``, ``variant_bias``: one launch each, bit-identical;
 * ``linear_variants``: every variant of a Linear layer in one launch (kernels/linear.py),
   within float32 rounding of the reference;
-* ``evaluate_variants``: the batched pass of :mod:`bingo.batched` on these operations;
+* ``evaluate_variants``: the batched pass of :mod:`bingo.engine.batched` on these operations;
 * ``accumulate``: the fused update for the "paper" and "mean" rule families,
   bit-identical; other rules and non-float32 states use the reference;
 * ``proxy_update`` and ``movement_update``: the per-weight proxies of one training step
   (all three, or movement alone), one launch for every target (its addresses in a
   device table), replayed as a CUDA graph from the second step on (kernels/proxies.py).
 * ``proxy_update_at`` and ``movement_update_at``: the same on data addresses checked by
-  the caller (``bingo.proxies`` keeps them between steps), as in ``bingo.cpp``.
+  the caller (``bingo.engine.proxies`` keeps them between steps), as in ``bingo.engine.cpp``.
 
 Tensors live on a CUDA device, or on the CPU under ``TRITON_INTERPRET=1``.
 """
@@ -21,10 +21,10 @@ from typing import List, Mapping, Optional, Sequence
 
 import torch
 
-from bingo import batched, fused, reference
-from bingo.reference import SearchBatch, SearchPlan
-from bingo.rules import Rule, SearchChange, State
-from bingo.targets import Target
+from bingo.engine import batched, fused, reference
+from bingo.engine.reference import SearchBatch, SearchPlan
+from bingo.engine.rules import Rule, SearchChange, State
+from bingo.engine.targets import Target
 
 from . import accumulate as _accumulate
 from . import linear as _linear
@@ -73,7 +73,7 @@ def linear_variants(plan: SearchPlan, variants: Sequence[int], target: Target,
 def evaluate_variants(plan: SearchPlan, targets: Sequence[Target],
                       current: Mapping[str, torch.Tensor], initial: Mapping[str, torch.Tensor],
                       batch: SearchBatch) -> tuple[float, List[float]]:
-    """All variants in one batched pass (:mod:`bingo.batched`) on the Triton operations."""
+    """All variants in one batched pass (:mod:`bingo.engine.batched`) on the Triton operations."""
     return batched.evaluate_variants(plan, targets, current, initial, batch, ops=_this)
 
 
@@ -119,7 +119,7 @@ def proxy_update_at(sizes: List[int], addresses: List[int], decay: float, moveme
                     device: torch.device) -> None:
     """``proxy_update`` on data addresses already checked (contiguous float32 tensors on
     ``device``, per target fisher, reset, [movement,] grad, weight, target): what
-    ``proxy_update`` runs after its checks, and what ``bingo.proxies`` calls on
+    ``proxy_update`` runs after its checks, and what ``bingo.engine.proxies`` calls on
     addresses it keeps validated between steps."""
     _proxies.proxy_update(sizes, addresses, decay, movement, device)
 

@@ -1,4 +1,4 @@
-"""The subset stream inside Triton kernels: each element's one-byte draw, as in bingo.subsets.
+"""The subset stream inside Triton kernels: each element's one-byte draw, as in bingo.engine.subsets.
 
 Philox-4x32-10 keyed (seed_lo, seed_hi) with counter (group, variant, step_lo, step_hi);
 element e takes byte e % 4 (little end first) of word (e // 4) % 4 of group e // 16.

@@ -1,4 +1,4 @@
-"""Per-weight proxies of one training step (bingo.proxies) in ONE elementwise launch for
+"""Per-weight proxies of one training step (bingo.engine.proxies) in ONE elementwise launch for
 every target: fisher <- decay * fisher + g², reset += |g (target - w)|, movement -= g w
 (``proxy_update``; without movement for a search that does not collect it), or movement
 alone (``movement_update``, the steps in between).
@@ -188,7 +188,7 @@ def proxy_update(sizes: List[int], addresses: List[int], decay: float, moving: b
                  device: torch.device) -> None:
     """In place on contiguous float32 states, one launch: ``addresses`` holds each
     target's fisher, reset, movement (if ``moving``), grad, weight, target data addresses,
-    ``sizes`` each target's element count (as ``bingo.fused.foreach`` gathers them)."""
+    ``sizes`` each target's element count (as ``bingo.engine.fused.foreach`` gathers them)."""
     decay = float(decay)
     _run(("proxy_update", device, decay, moving, *sizes), device, sizes,
          addresses, lambda e: proxy_update_kernel[(e.programs,)](

@@ -14,7 +14,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from bingo.data import load_mnist  # noqa: E402
+from bingo.harness.data import load_mnist  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -38,7 +38,7 @@ def mnist(data_dir):
 
 @pytest.fixture(scope="session")
 def cifar10(data_dir):
-    from bingo.data import load_cifar10
+    from bingo.harness.data import load_cifar10
     return load_cifar10(data_dir)
 
 

@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from bingo import cpp
+from bingo.engine import cpp
 
 
 def _missing(what: str, fix: str, module_level: bool = False) -> None:

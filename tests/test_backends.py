@@ -3,12 +3,12 @@ import pytest
 import torch
 
 import bingo
-from bingo import cpp, dispatch, reference
-from bingo.models import lenet300
-from bingo.reference import SearchPlan
-from bingo.rules import RULES, SearchChange
-from bingo.subsets import subset_mask
-from bingo.targets import select_targets
+from bingo.engine import cpp, dispatch, reference
+from bingo.engine.reference import SearchPlan
+from bingo.engine.rules import RULES, SearchChange
+from bingo.engine.subsets import subset_mask
+from bingo.engine.targets import select_targets
+from bingo.harness.models import lenet300
 from tests import needs
 from tests.test_search import train_steps
 
@@ -174,7 +174,7 @@ def test_dispatch_triton_on_cpu_only_under_the_interpreter(monkeypatch):
 
 
 def test_compiled_backends_take_checked_addresses_under_the_same_names():
-    """``bingo.proxies`` calls ``proxy_update_at`` / ``movement_update_at`` on whichever
+    """``bingo.engine.proxies`` calls ``proxy_update_at`` / ``movement_update_at`` on whichever
     compiled backend was dispatched: both backends have them, with the same parameters."""
     import inspect
     triton_ops = dispatch.triton_ops()

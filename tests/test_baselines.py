@@ -8,13 +8,19 @@ import pytest
 import torch
 
 from bingo import prune
-from bingo.baselines import (grasp_scores, magnitude_scores, random_scores, smart_ratio,
-                             snip_scores, synflow_scores)
-from bingo.baselines.imp import imp, layer_sparsities, schedule
-from bingo.cli import main
-from bingo.models import convnet, lenet300, paper_mlp
-from bingo.targets import select_targets
-from bingo.training import accuracy, make_optimizer, train
+from bingo.engine.targets import select_targets
+from bingo.harness.baselines import (
+    grasp_scores,
+    magnitude_scores,
+    random_scores,
+    smart_ratio,
+    snip_scores,
+    synflow_scores,
+)
+from bingo.harness.baselines.imp import imp, layer_sparsities, schedule
+from bingo.harness.cli import main
+from bingo.harness.models import convnet, lenet300, paper_mlp
+from bingo.harness.training import accuracy, make_optimizer, train
 
 
 def _sparsity(model):

@@ -1,4 +1,4 @@
-"""Batched evaluation (bingo.batched) against the reference loop, on real MNIST batches:
+"""Batched evaluation (bingo.engine.batched) against the reference loop, on real MNIST batches:
 the Sequential fast path (Linear and Conv2d targets), the vmap path for other models,
 and the variant-by-variant fallback."""
 import warnings
@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bingo import batched, cpp, reference
-from bingo.models import convnet, lenet300
-from bingo.reference import SearchBatch, SearchPlan
-from bingo.targets import select_targets
+from bingo.engine import batched, cpp, reference
+from bingo.engine.reference import SearchBatch, SearchPlan
+from bingo.engine.targets import select_targets
+from bingo.harness.models import convnet, lenet300
 from tests import needs
 from tests.test_search import bn_dropout_net, train_steps
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from bingo.cli import main
+from bingo.harness.cli import main
 
 REQUIRED = {"method", "model", "dataset", "seed", "sparsity", "dense_accuracy",
             "pruned_accuracy", "per_layer", "train_seconds", "search_seconds",
@@ -59,8 +59,8 @@ def test_module_entry_point_runs():
 def test_searches_run_only_when_an_estimator_reads_them(data_dir, tmp_path):
     """K defaults to 8 for the estimators that read the random-subset searches and to 0
     for the others (the calibrated default would get the same mask, slower)."""
-    from bingo.compare import CompareJob
-    from bingo.jobs import PruneJob
+    from bingo.harness.compare import CompareJob
+    from bingo.harness.jobs import PruneJob
     assert PruneJob().variants_for(["calibrated"]) == 0
     assert PruneJob().variants_for(["magnitude", "search"]) == 8
     assert PruneJob(variants=3).variants_for(["calibrated"]) == 3
@@ -87,8 +87,8 @@ def test_searches_run_only_when_an_estimator_reads_them(data_dir, tmp_path):
 def test_calibration_examples_are_a_knob(data_dir, tmp_path):
     """--calibration sets how many recent training examples the calibrated estimator
     measures its masks on; 0 is refused before training for the estimators that measure."""
-    from bingo.compare import CompareJob
-    from bingo.jobs import PruneJob
+    from bingo.harness.compare import CompareJob
+    from bingo.harness.jobs import PruneJob
     with pytest.raises(ValueError, match="--calibration 0 keeps none"):
         PruneJob(calibration=0).check_estimators(["calibrated"])
     with pytest.raises(ValueError, match="the budgeted estimator measures masks"):
@@ -106,8 +106,8 @@ def test_calibration_examples_are_a_knob(data_dir, tmp_path):
 
 
 def test_no_movement_is_a_knob_refused_for_the_estimators_that_read_it():
-    from bingo.compare import CompareJob
-    from bingo.jobs import PruneJob
+    from bingo.harness.compare import CompareJob
+    from bingo.harness.jobs import PruneJob
     with pytest.raises(ValueError, match="--no-movement does not collect it"):
         PruneJob(movement=False).check_estimators(["mag+movement"])
     with pytest.raises(ValueError, match="the movement estimator reads the movement proxy"):
@@ -115,5 +115,5 @@ def test_no_movement_is_a_knob_refused_for_the_estimators_that_read_it():
     PruneJob(movement=False).check_estimators(["calibrated"])  # chooses among the others
     job = PruneJob(movement=False)
     assert "_nomove_" in job.name and "_nomove_" not in PruneJob().name
-    from bingo.models import build_model
+    from bingo.harness.models import build_model
     assert job.make_search(build_model("paper-mlp")).proxies.kinds == ("fisher", "reset")

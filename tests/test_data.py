@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from bingo.data import DataNotFoundError, load_mnist, read_idx, resolve_data_dir
+from bingo.harness.data import DataNotFoundError, load_mnist, read_idx, resolve_data_dir
 
 
 def test_real_mnist_splits_and_label_counts(mnist):

@@ -9,9 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from bingo.data import (DataCorruptError, DataNotFoundError, Split, batches, crop_and_flip,
-                        load_cifar10, load_dataset, load_mnist, load_text)
-from bingo.data.cifar10 import CIFAR_MEAN, CIFAR_STD, read_batch
+from bingo.harness.data import (
+    DataCorruptError,
+    DataNotFoundError,
+    Split,
+    batches,
+    crop_and_flip,
+    load_cifar10,
+    load_dataset,
+    load_mnist,
+    load_text,
+)
+from bingo.harness.data.cifar10 import CIFAR_MEAN, CIFAR_STD, read_batch
 
 
 def test_cifar10_splits_labels_and_pixels_match_the_readme(cifar10, data_dir):

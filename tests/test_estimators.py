@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 
 import bingo
-from bingo import calibrated, candidates, estimators, reference
-from bingo.meter import Meter, layer_ranks
-from bingo.compare import CompareJob, run_compare
-from bingo.models import build_model, mlp
-from bingo.pruning import prune
+from bingo.engine import reference
+from bingo.evidence import calibrated, candidates, estimators
+from bingo.evidence.meter import Meter, layer_ranks
+from bingo.harness.compare import CompareJob, run_compare
+from bingo.harness.models import build_model, mlp
+from bingo.pruning.masks import prune
 from tests import margins
 from tests.test_search import bn_dropout_net, snapshot, train_steps, trained_search
 
@@ -28,7 +29,7 @@ def test_kept_prefixes_give_the_losses_of_whole_forwards(mnist, model_name, budg
     layer, kept for the pruned counts before it: along a budget search's moves (pairs of
     layers, revisits) every loss equals a whole forward's bit for bit, also with in-place
     layers and with the kept activations evicted down to one; the model is untouched."""
-    monkeypatch.setattr("bingo.meter.PREFIX_BYTES", budget)
+    monkeypatch.setattr("bingo.evidence.meter.PREFIX_BYTES", budget)
     torch.manual_seed(fresh_seed)
     model = build_model("convnet") if model_name == "convnet" else torch.nn.Sequential(
         torch.nn.Flatten(), torch.nn.Linear(784, 37), torch.nn.ReLU(inplace=True),

@@ -4,9 +4,9 @@ import copy
 import pytest
 import torch
 
-from bingo.export import inference_seconds, shrink
-from bingo.models import build_model
-from bingo.pruning import apply_masks
+from bingo.harness.models import build_model
+from bingo.pruning.export import inference_seconds, shrink
+from bingo.pruning.masks import apply_masks
 
 
 def _kill_units(model, name, rows, gen, outgoing_of=None):

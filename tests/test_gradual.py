@@ -1,4 +1,4 @@
-"""Gradual pruning inside a fine-tune (bingo.gradual): the cubic schedule, masks that only
+"""Gradual pruning inside a fine-tune (bingo.pruning.gradual): the cubic schedule, masks that only
 grow, smallest kept weights first, the budgets reached, and its use by `bingo compare`."""
 import copy
 import json
@@ -8,11 +8,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from bingo.cli import main
-from bingo.gradual import GradualPruning, ramp_from_scores
-from bingo.models import paper_mlp
-from bingo.pruning import prune
-from bingo.training import accuracy, make_optimizer, train
+from bingo.harness.cli import main
+from bingo.harness.models import paper_mlp
+from bingo.harness.training import accuracy, make_optimizer, train
+from bingo.pruning.gradual import GradualPruning, ramp_from_scores
+from bingo.pruning.masks import prune
 
 
 def _pruned(module: nn.Module) -> int:
@@ -129,7 +129,7 @@ def test_compare_fine_tunes_with_a_ramp_and_names_it(data_dir, tmp_path, capsys)
     results = json.loads((out / "results.json").read_text())
     assert "_ft1_ramp4.0_" in results["name"]
     assert [p["sparsity"] for p in results["methods"][0]["points"]] == [0.9]
-    from bingo.compare import CompareJob
+    from bingo.harness.compare import CompareJob
     assert CompareJob(finetune_epochs=1).finetune_ramp == 4.0  # the default way to fine-tune
     assert CompareJob(finetune_epochs=1, finetune_ramp=0).finetune_ramp == 0  # one shot, asked
     assert CompareJob(finetune_epochs=1, refit=True).finetune_ramp == 0.0

@@ -1,4 +1,4 @@
-"""BINGO during the training run (bingo.gradual_ticket): each event keeps the candidate
+"""BINGO during the training run (bingo.pruning.gradual_ticket): each event keeps the candidate
 mask whose loss, measured here independently on the kept examples, is lowest; with
 magnitude as its only candidate it is gradual magnitude pruning mask for mask; nothing the
 user holds is changed by an event; bad input is refused by name."""
@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 
-from bingo.baselines.gmp import GradualMagnitudePruning
-from bingo.gradual_ticket import GradualTicketPruning
-from bingo.models import paper_mlp
-from bingo.training import make_optimizer, steps_per_epoch, train
+from bingo.harness.baselines.gmp import GradualMagnitudePruning
+from bingo.harness.models import paper_mlp
+from bingo.harness.training import make_optimizer, steps_per_epoch, train
+from bingo.pruning.gradual_ticket import GradualTicketPruning
 
 
 def _train(model, mnist, hook, limit=3000, seed=0):
@@ -148,7 +148,7 @@ def test_the_cli_prunes_during_training_and_compare_runs_the_gradual_rows(data_d
                                                                           capsys):
     import json
 
-    from bingo.cli import main
+    from bingo.harness.cli import main
     out = tmp_path / "gradual.json"
     quick = ["--data-dir", str(data_dir), "--epochs", "1", "--train-limit", "2000",
              "--gmp-every", "5", "--calibration", "256"]
@@ -157,7 +157,7 @@ def test_the_cli_prunes_during_training_and_compare_runs_the_gradual_rows(data_d
     result = json.loads(out.read_text())
     assert result["method"] == "bingo-gradual" and result["name"].startswith("bingo-gradual_")
     assert result["sparsity"] >= 0.9 - 1e-5 and result["pruned_accuracy"] > 0.5
-    from bingo.schedule import CubicSchedule
+    from bingo.pruning.schedule import CubicSchedule
     events = CubicSchedule(0.9, 32, every=5).events()  # 2000 images at 64: 32 steps
     assert [e["step"] for e in result["events"]] == events == [3, 8, 13, 18, 23, 24]
     assert sum(result["chosen"].values()) == len(events) - 1  # none at step 3: sparsity 0
@@ -181,7 +181,7 @@ def test_the_cli_prunes_during_training_and_compare_runs_the_gradual_rows(data_d
 
 
 def test_the_mixture_ranks_are_a_stable_sort_s_with_ties(fresh_seed):
-    from bingo.candidates import stable_ranks
+    from bingo.evidence.candidates import stable_ranks
     g = torch.Generator().manual_seed(fresh_seed)
     ties = torch.randint(-4, 5, (5000,), generator=g).float()  # movement sums are often 0
     ties[torch.randperm(5000, generator=g)[:300]] = -0.0  # equal to 0.0, as in a sort
@@ -197,7 +197,7 @@ def test_the_mixture_ranks_are_a_stable_sort_s_with_ties(fresh_seed):
 
 
 def test_fisher_and_reset_are_folded_in_only_when_a_candidate_reads_them():
-    from bingo.proxies import DEFAULT_PROXY_EVERY
+    from bingo.engine.proxies import DEFAULT_PROXY_EVERY
     default = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100)
     assert default.search.proxy_every == 101  # the first step only
     fisher = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100,

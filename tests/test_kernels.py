@@ -11,14 +11,15 @@ from tests import needs
 
 triton = needs.triton(module_level=True)
 
-import bingo  # noqa: E402
-from bingo import reference  # noqa: E402
 from bingo.kernels import ops  # noqa: E402
-from bingo.models import mlp  # noqa: E402
-from bingo.reference import SearchPlan  # noqa: E402
-from bingo.rules import RULES, SearchChange  # noqa: E402
-from bingo.subsets import subset_mask  # noqa: E402
-from bingo.targets import select_targets  # noqa: E402
+
+import bingo  # noqa: E402
+from bingo.engine import reference  # noqa: E402
+from bingo.engine.reference import SearchPlan  # noqa: E402
+from bingo.engine.rules import RULES, SearchChange  # noqa: E402
+from bingo.engine.subsets import subset_mask  # noqa: E402
+from bingo.engine.targets import select_targets  # noqa: E402
+from bingo.harness.models import mlp  # noqa: E402
 from tests.test_search import train_steps  # noqa: E402
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(),

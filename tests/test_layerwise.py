@@ -1,4 +1,4 @@
-"""The layer-wise one-shot pruners (bingo.baselines.layerwise): SparseGPT's OBS update
+"""The layer-wise one-shot pruners (bingo.harness.baselines.layerwise): SparseGPT's OBS update
 equals the closed-form optimum where it can compensate fully, and its masks come close to
 a brute-force optimum on tiny layers; Wanda's scores are |w| times input norms, per row;
 both prune exact counts in forward order on the pruned network's inputs, the last layer
@@ -10,8 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from bingo.baselines.layerwise import sparsegpt, sparsegpt_layer, uniform_budgets, wanda
-from bingo.models import paper_mlp
+from bingo.harness.baselines.layerwise import (
+    sparsegpt,
+    sparsegpt_layer,
+    uniform_budgets,
+    wanda,
+)
+from bingo.harness.models import paper_mlp
 
 
 def _damped(x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +115,7 @@ def test_both_prune_exact_counts_in_forward_order_on_real_mnist(mnist, method, f
 
 
 def test_compare_runs_wanda_and_sparsegpt_on_one_dense_run(data_dir, tmp_path):
-    from bingo.cli import main
+    from bingo.harness.cli import main
     out = tmp_path / "cmp"
     assert main(["compare", "--data-dir", str(data_dir), "--model", "paper-mlp", "--epochs",
                  "1", "--train-limit", "1000", "--calibration", "512", "--methods",

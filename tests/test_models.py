@@ -3,8 +3,8 @@ real CIFAR-10 batch through it."""
 import pytest
 import torch
 
-from bingo.models import BasicBlock, build_model, resnet
-from bingo.targets import select_targets
+from bingo.engine.targets import select_targets
+from bingo.harness.models import BasicBlock, build_model, resnet
 
 
 def test_resnet20_has_he_et_al_s_shape_and_prunable_layers(cifar10):
@@ -36,8 +36,8 @@ def test_a_widening_block_s_shortcut_subsamples_and_zero_pads(fresh_seed):
 
 
 def test_char_gpt_is_causal_and_starts_at_chance_on_real_text(data_dir, fresh_seed):
-    from bingo.data import load_text
-    from bingo.gpt import sequence_loss
+    from bingo.harness.data import load_text
+    from bingo.harness.gpt import sequence_loss
     text = load_text(data_dir)
     torch.manual_seed(fresh_seed)
     model = build_model("char-gpt").eval()

@@ -6,13 +6,12 @@ import torch
 import torch.nn.functional as F
 
 import bingo
-from bingo import cpp, reference
-from bingo.data import batches
-from bingo.models import build_model, mlp
-from bingo.proxies import DEFAULT_PROXY_EVERY
+from bingo.engine import cpp, reference
+from bingo.engine.proxies import DEFAULT_PROXY_EVERY
+from bingo.harness.data import batches
+from bingo.harness.models import build_model, mlp
 from tests import needs
-from tests.test_search import snapshot, trained_search, train_steps
-
+from tests.test_search import snapshot, train_steps, trained_search
 
 SHAPES = [(1,), (7, 3), (300, 785), (5, 3, 5, 5)]
 

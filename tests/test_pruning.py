@@ -5,9 +5,9 @@ import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 
 import bingo
-from bingo.data import batches
-from bingo.models import lenet300
-from bingo.training import accuracy
+from bingo.harness.data import batches
+from bingo.harness.models import lenet300
+from bingo.harness.training import accuracy
 
 
 @pytest.fixture(scope="module")

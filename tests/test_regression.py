@@ -1,4 +1,4 @@
-"""The regression of each search's damage on its subset's feature sums (bingo.regression):
+"""The regression of each search's damage on its subset's feature sums (bingo.engine.regression):
 it recovers a known linear model, keeps feature coefficients non-negative, reads the
 same subsets on every backend, and the estimator built on it is wired through
 TicketSearch, state_dict, the prune job and compare."""
@@ -6,15 +6,15 @@ import pytest
 import torch
 
 import bingo
-from bingo import cpp, reference
-from bingo.compare import CompareJob
-from bingo.jobs import PruneJob, run_prune_job
-from bingo.models import mlp
-from bingo.reference import SearchPlan
-from bingo.regression import COLUMNS, FEATURES, SubsetRegression
-from bingo.rules import SearchChange
-from bingo.subsets import fraction_to_threshold
-from bingo.targets import select_targets
+from bingo.engine import cpp, reference
+from bingo.engine.reference import SearchPlan
+from bingo.engine.regression import COLUMNS, FEATURES, SubsetRegression
+from bingo.engine.rules import SearchChange
+from bingo.engine.subsets import fraction_to_threshold
+from bingo.engine.targets import select_targets
+from bingo.harness.compare import CompareJob
+from bingo.harness.jobs import PruneJob, run_prune_job
+from bingo.harness.models import mlp
 from tests import margins, needs
 from tests.test_search import snapshot, train_steps
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bingo.rules import SearchChange, Totals, get_rule
+from bingo.engine.rules import SearchChange, Totals, get_rule
 
 
 def run(rule_name, searches, n=4):

@@ -2,13 +2,20 @@
 import pytest
 import torch
 
-from bingo.compare import CompareJob
-from bingo.harness import Harness
-from bingo.models import paper_mlp
-from bingo.pruning import apply_masks, current_masks
-from bingo.sanity import (CHECKS, corrupt_split, rearrange, run_sanity, shuffle_kept,
-                          shuffle_labels, shuffle_pixels)
-from bingo.targets import select_targets
+from bingo.engine.targets import select_targets
+from bingo.harness.compare import CompareJob
+from bingo.harness.models import paper_mlp
+from bingo.harness.sanity import (
+    CHECKS,
+    corrupt_split,
+    rearrange,
+    run_sanity,
+    shuffle_kept,
+    shuffle_labels,
+    shuffle_pixels,
+)
+from bingo.harness.shared_run import Harness
+from bingo.pruning.masks import apply_masks, current_masks
 
 
 def test_random_labels_permute_labels_only(mnist, fresh_seed):
@@ -89,7 +96,7 @@ def test_run_sanity_reports_every_check(data_dir):
 
 
 def test_bingo_data_checks_corrupt_the_search_not_the_training(data_dir, fresh_seed):
-    from bingo.methods import train_and_score
+    from bingo.harness.methods import train_and_score
     job = CompareJob(model="paper-mlp", data_dir=str(data_dir), epochs=1, train_limit=256,
                      methods=("bingo",), sparsities=(0.8,), variants=4, fraction=0.1)
     h = Harness(job, progress=False, log=lambda m: None)

@@ -1,4 +1,4 @@
-"""Pruning during training (bingo.schedule, bingo.baselines.gmp): the cubic schedule's
+"""Pruning during training (bingo.pruning.schedule, bingo.harness.baselines.gmp): the cubic schedule's
 events against hand-computed values, masks that only grow and prune exact counts, and
 gradual magnitude pruning on real MNIST holding its pruned weights at zero to the end."""
 import pytest
@@ -6,10 +6,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from bingo.baselines.gmp import GradualMagnitudePruning
-from bingo.models import paper_mlp
-from bingo.schedule import CubicSchedule, lowest_first, prune_kept
-from bingo.training import make_optimizer, steps_per_epoch, train
+from bingo.harness.baselines.gmp import GradualMagnitudePruning
+from bingo.harness.models import paper_mlp
+from bingo.harness.training import make_optimizer, steps_per_epoch, train
+from bingo.pruning.schedule import CubicSchedule, lowest_first, prune_kept
 
 
 def test_the_cubic_schedule_hits_zhu_and_gupta_values():
@@ -138,7 +138,7 @@ class _Attention(nn.Module):
 
 @pytest.mark.parametrize("method", ["gmp", "bingo-gradual"])
 def test_attention_weights_read_by_attribute_follow_their_masks(method, fresh_seed):
-    from bingo.gradual_ticket import GradualTicketPruning
+    from bingo.pruning.gradual_ticket import GradualTicketPruning
     torch.manual_seed(fresh_seed)
     model = _Attention()
     g = torch.Generator().manual_seed(fresh_seed)

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bingo import TicketSearch
-from bingo.models import lenet300, paper_mlp
-from bingo.data import batches
-from bingo.subsets import fraction_to_threshold
+from bingo.engine.subsets import fraction_to_threshold
+from bingo.harness.data import batches
+from bingo.harness.models import lenet300, paper_mlp
 from tests import margins
 from tests.test_targets import independent_masks
 

@@ -3,8 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from bingo.subsets import (M32, _word_bytes, fraction_to_threshold, philox4x32, subset_bytes,
-                           subset_mask)
+from bingo.engine.subsets import (
+    M32,
+    _word_bytes,
+    fraction_to_threshold,
+    philox4x32,
+    subset_bytes,
+    subset_mask,
+)
 
 # Known-answer vectors of Philox-4x32-10 from Random123's kat_vectors.
 KAT = [

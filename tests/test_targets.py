@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from bingo import TicketSearch
-from bingo.models import convnet, lenet300
-from bingo.subsets import M32, fraction_to_threshold, philox4x32, subset_mask
-from bingo.targets import select_targets
+from bingo.engine.subsets import M32, fraction_to_threshold, philox4x32, subset_mask
+from bingo.engine.targets import select_targets
+from bingo.harness.models import convnet, lenet300
 
 
 def layout(model: nn.Module, granularity: str):

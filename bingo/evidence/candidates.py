@@ -1,0 +1,118 @@
+"""The candidate rankings the measuring estimators choose between: one score per weight
+from each gradient proxy a search collected (``magnitude``, ``fisher``, ``reset``,
+``movement``) and the ``mag+<proxy>`` mixtures of their global ranks. Each is also an
+estimator by its own name (:mod:`bingo.evidence.estimators`)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, Sequence
+
+import torch
+
+if TYPE_CHECKING:
+    from ..engine.search import SearchEngine
+
+Scores = Dict[str, torch.Tensor]
+PROXY_ESTIMATORS = ("magnitude", "fisher", "reset", "movement")
+MIXTURES = ("mag+fisher", "mag+reset", "mag+movement")
+
+
+def weights_of(search: "SearchEngine") -> Scores:
+    """The targets' current weights, detached (read by name, as the search reads them)."""
+    params = search._parameters()  # by name, with the search's errors for what is gone
+    return {t.name: params[t.name].detach() for t in search.targets}
+
+
+def available(search: "SearchEngine") -> tuple:
+    """The single proxies and mixtures ``search`` can score (movement only if collected):
+    the candidates of the budgeted and calibrated estimators."""
+    return tuple(n for n in PROXY_ESTIMATORS + MIXTURES
+                 if "movement" not in n or search.proxies.movement)
+
+
+def proxy_scores(search: "SearchEngine") -> Dict[str, Scores]:
+    """The single-proxy estimators (movement only if collected), float32 and shaped like
+    the weights."""
+    if search.proxies.steps == 0 and search.step_count > 0:
+        raise ValueError("the gradient proxies saw no step: call search.step() after "
+                         "loss.backward() and optimizer.step(), before zero_grad()")
+    weights = weights_of(search)
+    out: Dict[str, Scores] = {k: {} for k in available(search) if k in PROXY_ESTIMATORS}
+    for i, t in enumerate(search.targets):
+        w = weights[t.name].float()
+        sums = search.proxies.sums[i]
+        _check_finite(t.name, {"weights": w, **sums})
+        out["magnitude"][t.name] = w.abs()
+        out["fisher"][t.name] = 0.5 * search.proxies.mean_fisher(i).float().to(w.device) * w * w
+        out["reset"][t.name] = sums["reset"].float().to(w.device)
+        if "movement" in out:
+            out["movement"][t.name] = sums["movement"].float().to(w.device)
+    return out
+
+
+def _check_finite(name: str, tensors: Dict[str, torch.Tensor]) -> None:
+    """Scores from inf/NaN would rank at random: name what diverged instead."""
+    for what, x in tensors.items():
+        if bool(torch.isfinite(x).all()):
+            continue
+        if what == "weights":
+            raise FloatingPointError(
+                f"the weights of {name!r} contain inf or NaN: training diverged; lower the "
+                f"learning rate and train again")
+        raise FloatingPointError(
+            f"the {what} proxy of {name!r} holds inf or NaN: a training step that "
+            f"search.step() saw had non-finite gradients (training diverged, or a torch.amp "
+            f"GradScaler skipped the step). Call search.step() only after steps whose loss "
+            f"and gradients were finite, and run the search again")
+
+
+def global_ranks(scores: Scores) -> Scores:
+    """Each score replaced by its rank among all scored weights, in [0, 1)."""
+    names = list(scores)
+    flat = torch.cat([scores[n].reshape(-1).float() for n in names])
+    ranks = stable_ranks(flat) / flat.numel()
+    pieces = torch.split(ranks, [scores[n].numel() for n in names])
+    return {n: p.view(scores[n].shape) for n, p in zip(names, pieces)}
+
+
+def stable_ranks(values: torch.Tensor) -> torch.Tensor:
+    """A flat tensor's values replaced by their places in ascending order, ties by index
+    (a stable sort's order), as float32."""
+    if values.dim() != 1:
+        raise ValueError(f"stable_ranks takes a flat tensor, got shape {tuple(values.shape)}")
+    values = values.detach().float()
+    out = torch.empty_like(values)
+    out[stable_order(values)] = torch.arange(values.numel(), dtype=values.dtype,
+                                             device=values.device)
+    return out
+
+
+def stable_order(values: torch.Tensor) -> torch.Tensor:
+    """``torch.sort(values, stable=True).indices`` for flat float32, by one sort of unique
+    64-bit keys: the float's bits mapped to an integer in the same order (-0.0 taken as
+    0.0) above the index. Integer keys take torch's radix sort: 3-4x faster on the CPU
+    (6 against 23 ms for 266,200 values, 2-core VM). NaN sorts last, as in torch."""
+    if values.numel() >= 2 ** 31:
+        return torch.sort(values, stable=True).indices
+    bits = (values.float() + 0.0).view(torch.int32)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    index = torch.arange(values.numel(), device=values.device)
+    return torch.sort((ordered << 32) | index).values & 0xFFFFFFFF
+
+
+def candidate_scores(search: "SearchEngine", names: Sequence[str]) -> Dict[str, Scores]:
+    single = proxy_scores(search)
+    out = {n: single[n] for n in names if n in single}
+    mixed = [n for n in names if n in MIXTURES]
+    if mixed:
+        mag = global_ranks(single["magnitude"])
+        for n in mixed:
+            other = global_ranks(single[n.split("+", 1)[1]])
+            out[n] = {k: 0.5 * (mag[k] + other[k]) for k in mag}
+    return out
+
+
+def like_params(search: "SearchEngine", scores: Scores) -> Scores:
+    """Scores as float32 on each weight's device, contiguous: what estimators return."""
+    weights = weights_of(search)
+    return {n: s.to(device=weights[n].device, dtype=torch.float32).contiguous()
+            for n, s in scores.items()}

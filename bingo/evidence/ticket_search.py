@@ -1,0 +1,27 @@
+"""``TicketSearch``: the search engine (:class:`~bingo.engine.search.SearchEngine`) with
+its evidence turned into scores by name (``significance``). The engine knows nothing of
+the estimators; they read the engine, and this class joins the two for the user."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+
+from ..engine.search import SearchEngine
+from .estimators import estimate
+
+
+class TicketSearch(SearchEngine):
+    __doc__ = SearchEngine.__doc__
+
+    def significance(self, estimator: str = "calibrated", *, sparsity: Optional[float] = None,
+                     refit: bool = False) -> Dict[str, torch.Tensor]:
+        """{parameter name: score} with each parameter's shape; higher = more important.
+
+        ``estimator`` names how searches and proxies become scores (see
+        :mod:`bingo.evidence.estimators`; "search" is the rule's scores alone). The calibrated
+        estimator (the default) chooses its proxy and layer budgets for the sparsity you
+        will prune to: pass it (default 0.9). With ``refit=True`` it chooses the mask best
+        after ``bingo.refit`` (pass it when you will refit the pruned model).
+        """
+        return estimate(self, estimator, sparsity=sparsity, refit=refit)

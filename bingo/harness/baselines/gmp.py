@@ -1,0 +1,41 @@
+"""Gradual magnitude pruning (Zhu & Gupta 2017) inside the training run: at each event
+of the cubic schedule the smallest-magnitude weights still kept are pruned, over every
+target at once (``scope="global"``) or each to the same sparsity (``"layer"``); pruned
+weights stay exactly zero (``torch.nn.utils.prune`` masks) to the end. The strongest
+baseline at the same training budget (docs/results.md)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from torch import nn
+
+from ...engine.targets import select_targets
+from ...pruning.schedule import (
+    SCOPES,
+    CubicSchedule,
+    Masks,
+    ScheduledPruning,
+    lowest_first,
+)
+
+
+class GradualMagnitudePruning(ScheduledPruning):
+    """``GradualMagnitudePruning(model, sparsity=0.95, total_steps=n)``; call ``step()``
+    after each ``optimizer.step()`` and ``finish()`` at the end (see ScheduledPruning)."""
+
+    def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int,
+                 start: float = 0.1, end: float = 0.75, every: int = 50,
+                 scope: str = "global", include: Optional[Sequence[str]] = None,
+                 exclude: Optional[Sequence[str]] = None):
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES} (one magnitude ranking over "
+                             f"every layer, or each layer to the same sparsity), got {scope!r}")
+        schedule = CubicSchedule(sparsity, total_steps, start, end, every)
+        names = [t.name for t in select_targets(model, include=include, exclude=exclude)]
+        super().__init__(model, names, schedule)
+        self.scope = scope
+
+    def choose(self, sparsity: float) -> Masks:
+        weights = self.weights()
+        return lowest_first({n: w.abs() for n, w in weights.items()}, self.keep(), sparsity,
+                            self.scope)

@@ -1,0 +1,254 @@
+"""The ``bingo`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from ..engine.rules import RULES
+from ..engine.search import RESET_TARGETS
+from ..evidence.estimators import ESTIMATORS
+from .compare import CompareJob, run_compare
+from .compare_job import METHODS, is_method
+from .compare_report import markdown_table, write_outputs
+from .data import DATASETS, DataNotFoundError
+from .jobs import DEFAULT_MIN_ACCURACY, SCHEDULES, PruneJob, RunSetup, run_prune_job
+from .models import MODELS
+from .training import OPTIMIZERS
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in (0, 1)")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be an integer >= 1")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be an integer >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bingo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prune", help="train with ticket search, then prune in one shot",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = PruneJob()
+    _setup_args(p, d)
+    goal = p.add_mutually_exclusive_group()
+    goal.add_argument("--sparsity", type=_fraction, default=None,
+                      help="prune exactly this fraction of the prunable weights")
+    goal.add_argument("--min-accuracy", type=_fraction, default=None,
+                      help=f"prune as far as validation accuracy stays >= this "
+                           f"(default when neither is given: {DEFAULT_MIN_ACCURACY})")
+    p.add_argument("--scope", choices=("global", "layer"), default=d.scope)
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="one-shot: train with the search, then prune; gradual: prune during "
+                        "the training run on the cubic schedule (--gmp-start/--gmp-end/"
+                        "--gmp-every), each event choosing its mask by measured loss")
+    p.add_argument("--out", type=Path, default=None, help="write the result JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    _compare_parser(sub)
+    return parser
+
+
+def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
+    """The options every command shares (a RunSetup's fields)."""
+    p.add_argument("--model", choices=sorted(MODELS), default=d.model)
+    p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
+    p.add_argument("--data-dir", default=None,
+                   help="folder containing MNIST/raw/ (default: $BINGO_DATA)")
+    p.add_argument("--epochs", type=_positive, default=d.epochs)
+    p.add_argument("--batch-size", type=_positive, default=d.batch_size)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--variants", type=_count, default=d.variants,
+                   help="K, reset subsets BINGO evaluates after each training step (0: none, "
+                        "keep only the gradient proxies and calibration batches; default: "
+                        "8 when an estimator reads the searches (search, regression, units), "
+                        "else 0)")
+    p.add_argument("--fraction", type=_fraction, default=d.fraction,
+                   help="share of weights (or units) each subset resets")
+    p.add_argument("--metric", choices=("loss", "accuracy"), default=d.metric)
+    p.add_argument("--granularity", choices=("weight", "neuron"), default=d.granularity)
+    p.add_argument("--rule", choices=sorted(RULES), default=d.rule)
+    p.add_argument("--reset-to", choices=RESET_TARGETS, default=d.reset_to,
+                   help="what a search resets its subset to: initial values or zeros")
+    p.add_argument("--proxy-every", type=_positive, default=d.proxy_every,
+                   help="fold the gradients into the fisher and reset proxies every n training "
+                        "steps (movement: every step) "
+                        "(default %(default)s)")
+    p.add_argument("--movement", action=argparse.BooleanOptionalAction, default=d.movement,
+                   help="collect the movement proxy, a pass over every weight on every "
+                        "training step (--no-movement: ~40%% of the proxies' cost on CPU; "
+                        "the calibrated estimator then chooses among the other proxies)")
+    p.add_argument("--regression-every", type=_count, default=d.regression_every,
+                   help="fit the regression estimator on the searches of every n-th step "
+                        "(0: off; needed by --estimator regression)")
+    p.add_argument("--calibration", type=_count, default=d.calibration,
+                   help="the most recent training examples the search keeps, on which the "
+                        "calibrated, budgeted and units estimators measure candidate masks "
+                        "(default %(default)s)")
+    p.add_argument("--estimator", choices=ESTIMATORS, default=d.estimator,
+                   help="how searches and gradient proxies become scores (bingo.evidence.estimators)")
+    p.add_argument("--refit", action="store_true",
+                   help="after one-shot pruning, solve each pruned layer's kept weights by "
+                        "least squares so its outputs on the kept training examples match "
+                        "the dense network's (bingo.refit; no gradient step, masks unchanged; "
+                        "in compare: the bingo and magnitude rows)")
+    p.add_argument("--gmp-start", type=float, default=d.gmp_start,
+                   help="pruning during training (gmp, bingo-gradual, --schedule gradual): "
+                        "the first event of the cubic schedule, a fraction of the steps")
+    p.add_argument("--gmp-end", type=float, default=d.gmp_end,
+                   help="the last event, when the goal sparsity is reached")
+    p.add_argument("--gmp-every", type=_positive, default=d.gmp_every,
+                   help="training steps between two pruning events")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--train-limit", type=_positive, default=None,
+                   help="train on only the first N training images (quick runs)")
+
+
+def _fractions(text: str) -> List[float]:
+    values = [_fraction(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one sparsity, e.g. 0.5,0.9")
+    return values
+
+
+def _methods(text: str) -> List[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if not is_method(m)]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown methods {unknown}; choose from "
+                                         f"{','.join(METHODS)}, or bingo:<estimator> with "
+                                         f"an estimator from {','.join(ESTIMATORS)}")
+    return names
+
+
+def _compare_parser(sub) -> None:
+    c = sub.add_parser("compare", help="every pruning method on one harness: table, plot, JSON",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = CompareJob()
+    _setup_args(c, d)
+    c.add_argument("--methods", type=_methods, default=list(METHODS),
+                   help="comma-separated, from " + ",".join(METHODS) + "; bingo:<estimator> "
+                        "adds a row per estimator, scored from the same training run")
+    c.add_argument("--sparsities", type=_fractions, default=list(d.sparsities),
+                   help="comma-separated fractions of prunable weights to remove")
+    c.add_argument("--no-sparsities", action="store_true",
+                   help="only the accuracy floor (with --min-accuracy)")
+    c.add_argument("--min-accuracy", type=_fraction, default=None,
+                   help="also prune each method as far as validation accuracy stays >= this")
+    c.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
+                   help="fine-tune epochs after one-shot pruning (bingo, magnitude)")
+    c.add_argument("--finetune-ramp", type=float, default=None, metavar="D",
+                   help="with --finetune-epochs: prune by the method to D times the goal's "
+                        "kept weights, then to its layer budgets during the first half of "
+                        "the fine-tune, smallest weights first (default: 4 whenever "
+                        "fine-tune epochs are asked for without --refit; 0: one shot "
+                        "before the fine-tune)")
+    c.add_argument("--imp-rate", type=_fraction, default=d.imp_rate)
+    c.add_argument("--imp-scope", choices=("layer", "global"), default=d.imp_scope)
+    c.add_argument("--rewind-step", type=int, default=d.rewind_step,
+                   help="IMP rewinds to the weights after this step (0: initialization)")
+    c.add_argument("--sanity", action="store_true",
+                   help="also run the sanity checks of Su et al. for every method")
+    c.add_argument("--sanity-sparsity", type=_fraction, default=d.sanity_sparsity)
+    c.add_argument("--out", type=Path, required=True,
+                   help="folder for results.json, results.md, accuracy_vs_sparsity.png")
+    c.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def summary(result: dict) -> str:
+    if result["method"] == "bingo-gradual":
+        return _gradual_summary(result)
+    rows = [
+        ("model", f"{result['model']} on {result['dataset']} (seed {result['seed']})"),
+        ("sparsity", f"{result['sparsity']:.2%} of prunable weights"),
+        ("test accuracy", f"{result['dense_accuracy']:.2%} dense -> {result['pruned_accuracy']:.2%} pruned"),
+        ("val accuracy", f"{result['dense_val_accuracy']:.2%} dense -> {result['pruned_val_accuracy']:.2%} pruned"),
+        *([("refit", f"val {result['refit']['accuracy_before']:.2%} pruned -> "
+                     f"{result['refit']['accuracy_after']:.2%} refit, "
+                     f"{result['refit']['seconds']:.1f} s")] if result.get("refit") else []),
+        ("per layer", ", ".join(f"{k} {v:.1%}" for k, v in result["per_layer"].items())),
+        ("seconds", f"train {result['train_seconds']:.1f}, search {result['search_seconds']:.1f}, "
+                    f"score {result['score_seconds']:.1f}, prune {result['prune_seconds']:.1f}, "
+                    f"total {result['total_seconds']:.1f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _gradual_summary(result: dict) -> str:
+    rows = [
+        ("model", f"{result['model']} on {result['dataset']} (seed {result['seed']})"),
+        ("sparsity", f"{result['sparsity']:.2%} of prunable weights, pruned during training "
+                     f"in {len(result['events'])} events"),
+        ("test accuracy", f"{result['pruned_accuracy']:.2%} (val {result['pruned_val_accuracy']:.2%})"),
+        ("events chose", ", ".join(f"{k} {v}" for k, v in result["chosen"].items())),
+        ("per layer", ", ".join(f"{k} {v:.1%}" for k, v in result["per_layer"].items())),
+        ("seconds", f"train {result['train_seconds']:.1f}, search {result['search_seconds']:.1f}, "
+                    f"events {result['prune_seconds']:.1f}, total {result['total_seconds']:.1f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "compare":
+        return _compare(args)
+    job = PruneJob(**{k: v for k, v in vars(args).items()
+                      if k not in ("command", "out", "quiet")})
+    try:
+        result = run_prune_job(job, progress=not args.quiet)
+    except (DataNotFoundError, ValueError, FloatingPointError) as err:
+        print(f"bingo: error: {err}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(summary(result))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        if not args.quiet:
+            print(f"wrote {args.out}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    fields = {k: v for k, v in vars(args).items()
+              if k not in ("command", "out", "quiet", "no_sparsities")}
+    if args.no_sparsities:
+        fields["sparsities"] = []
+    job = CompareJob(**fields)
+    try:
+        results = run_compare(job, progress=not args.quiet,
+                              log=(lambda m: None) if args.quiet else _err)
+    except (DataNotFoundError, ValueError, FloatingPointError) as err:
+        print(f"bingo: error: {err}", file=sys.stderr)
+        return 2
+    paths = write_outputs(results, args.out)
+    if not args.quiet:
+        print(markdown_table(results))
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

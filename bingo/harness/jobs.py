@@ -1,0 +1,260 @@
+"""The prune job behind ``bingo prune``: train with ticket search, prune in one shot, report.
+
+A job is named by its hyperparameters (:class:`PruneJob`); its result is a flat
+JSON-able dict, so runs can be compared and reproduced from the file alone.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+from .. import __version__
+from ..engine.proxies import DEFAULT_PROXY_EVERY
+from ..engine.search import DEFAULT_CALIBRATION
+from ..evidence.estimators import MEASURING_ESTIMATORS, REFIT_AWARE, SEARCH_ESTIMATORS
+from ..evidence.ticket_search import TicketSearch
+from ..pruning.masks import prune
+from ..pruning.refit import prune_and_refit
+from ..pruning.schedule import CubicSchedule
+from .data import load_dataset
+from .models import build_model
+from .training import accuracy, make_optimizer, steps_per_epoch, train
+
+DEFAULT_MIN_ACCURACY = 0.90  # the paper's protocol: prune until accuracy would fall below 90%
+DEFAULT_VARIANTS = 8  # K when the estimator reads the random-subset searches
+SCHEDULES = ("one-shot", "gradual")
+
+
+@dataclass
+class RunSetup:
+    """What every job shares: the data, the model and its training, BINGO's search."""
+
+    model: str = "lenet300"
+    dataset: str = "mnist"
+    data_dir: Optional[str] = None
+    epochs: int = 3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    variants: Optional[int] = None     # K; None: DEFAULT_VARIANTS if an estimator reads them
+    fraction: float = 0.05
+    metric: str = "loss"
+    granularity: str = "weight"
+    rule: str = "paper"
+    reset_to: str = "init"
+    proxy_every: int = DEFAULT_PROXY_EVERY  # fisher, reset every n steps; movement always
+    movement: bool = True              # collect the movement proxy (its pass every step)
+    regression_every: int = 0          # feed bingo.engine.regression every n steps (0: off)
+    calibration: int = DEFAULT_CALIBRATION  # recent training examples kept (calibrated, units)
+    estimator: str = "calibrated"  # how the search's evidence becomes scores (bingo.evidence.estimators)
+    refit: bool = False                # after one-shot pruning, refit kept weights (bingo.refit)
+    seed: int = 0
+    train_limit: Optional[int] = None  # use only the first N training images (quick runs, tests)
+    gmp_start: float = 0.1             # pruning during training (gmp, bingo-gradual, prune
+    gmp_end: float = 0.75              # --schedule gradual): Zhu & Gupta's cubic schedule,
+    gmp_every: int = 50                # first and last event as fractions of the steps, and
+                                       # the steps between events (bingo.pruning.schedule)
+
+    def schedule_for(self, sparsity: float, total_steps: int) -> CubicSchedule:
+        """The cubic schedule to ``sparsity`` over ``total_steps`` (checks the knobs)."""
+        return CubicSchedule(sparsity, total_steps, self.gmp_start, self.gmp_end,
+                             self.gmp_every)
+
+    def variants_for(self, estimators: Sequence[str]) -> int:
+        """K for a run scored by ``estimators``: as given, else DEFAULT_VARIANTS when one of
+        them reads the random-subset searches (search, regression, units) and 0 otherwise
+        (the calibrated default uses only the proxies and the kept examples, so searching
+        would cost time and change nothing)."""
+        if self.variants is not None:
+            return self.variants
+        return DEFAULT_VARIANTS if any(e in SEARCH_ESTIMATORS for e in estimators) else 0
+
+    def make_search(self, model, estimators: Optional[Sequence[str]] = None,
+                    **overrides) -> TicketSearch:
+        """BINGO's ticket search on ``model`` with this setup's knobs (``overrides`` win),
+        for scoring by ``estimators`` (default: the setup's estimator)."""
+        estimators = (self.estimator,) if estimators is None else estimators
+        knobs = dict(fraction=self.fraction, variants=self.variants_for(estimators),
+                     metric=self.metric, granularity=self.granularity, rule=self.rule,
+                     seed=self.seed, reset_to=self.reset_to, proxy_every=self.proxy_every,
+                     regression_every=self.regression_every, calibration=self.calibration,
+                     movement=self.movement)
+        return TicketSearch(model, **{**knobs, **overrides})
+
+    def make_gradual(self, model, sparsity: float, total_steps: int):
+        """``bingo.GradualTicketPruning`` on ``model`` with this setup's schedule and search
+        knobs (the kept examples, the seed, movement, the reset target)."""
+        from ..pruning.gradual_ticket import GradualTicketPruning
+        return GradualTicketPruning(model, sparsity=sparsity, total_steps=total_steps,
+                                    start=self.gmp_start, end=self.gmp_end, every=self.gmp_every,
+                                    seed=self.seed, calibration=self.calibration,
+                                    movement=self.movement, reset_to=self.reset_to)
+
+    def check_estimators(self, estimators: Sequence[str]) -> None:
+        """Fail before training when an estimator asked for would get no searches to read."""
+        starved = [e for e in estimators if e in SEARCH_ESTIMATORS and self.variants == 0]
+        if starved:
+            raise ValueError(f"the {starved[0]} estimator reads the random-subset searches, and "
+                             f"--variants 0 runs none: give --variants K (K >= 1; 8 if omitted)")
+        moving = [e for e in estimators if "movement" in e]
+        if moving and not self.movement:
+            raise ValueError(f"the {moving[0]} estimator reads the movement proxy, and "
+                             f"--no-movement does not collect it: drop --no-movement")
+        measured = [e for e in estimators if e in MEASURING_ESTIMATORS]
+        if measured and self.calibration == 0:
+            raise ValueError(f"the {measured[0]} estimator measures masks on the most recent "
+                             f"training examples, and --calibration 0 keeps none: give "
+                             f"--calibration N ({DEFAULT_CALIBRATION} if omitted)")
+        if "regression" in estimators and not (self.regression_every
+                                               and self.variants_for(["regression"]) >= 2
+                                               and self.granularity == "weight"):
+            raise ValueError("the regression estimator fits the searches: give "
+                             "--regression-every N (e.g. 4), --variants >= 2 and weight "
+                             "granularity")
+        if self.refit and self.calibration == 0:
+            raise ValueError("--refit solves the kept weights on the most recent training "
+                             "examples, and --calibration 0 keeps none: give --calibration N "
+                             f"({DEFAULT_CALIBRATION} if omitted)")
+
+
+@dataclass
+class PruneJob(RunSetup):
+    """Hyperparameters of one BINGO prune run (defaults: the main MNIST job)."""
+
+    sparsity: Optional[float] = None
+    min_accuracy: Optional[float] = None
+    scope: str = "global"
+    schedule: str = "one-shot"         # or "gradual": prune during the run (bingo.pruning.gradual_ticket)
+
+    def target(self) -> Dict[str, Optional[float]]:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.sparsity is not None and self.min_accuracy is not None:
+            raise ValueError("give either --sparsity or --min-accuracy, not both")
+        if self.schedule == "gradual":
+            if self.sparsity is None:
+                raise ValueError("--schedule gradual prunes during training to a sparsity "
+                                 "fixed in advance: give --sparsity (e.g. 0.95); an accuracy "
+                                 "floor needs the one-shot schedule")
+            if self.variants:
+                raise ValueError("--schedule gradual measures candidate masks at its events "
+                                 "and runs no random-subset variants: drop --variants")
+            if self.refit or self.scope != "global" or self.estimator != "calibrated":
+                raise ValueError("--schedule gradual chooses its masks at each pruning event "
+                                 "by measured loss: --refit, --scope and --estimator belong "
+                                 "to the one-shot schedule; drop them")
+            self.schedule_for(self.sparsity, 1000)  # its own checks, before training
+        if self.sparsity is None and self.min_accuracy is None:
+            return {"sparsity": None, "min_accuracy": DEFAULT_MIN_ACCURACY}
+        return {"sparsity": self.sparsity, "min_accuracy": self.min_accuracy}
+
+    @property
+    def name(self) -> str:
+        goal = (f"s{self.sparsity}" if self.sparsity is not None
+                else f"acc{self.target()['min_accuracy']}")
+        if self.schedule == "gradual":
+            return (f"bingo-gradual_{self.model}_{self.dataset}_{self.optimizer}{self.lr}_"
+                    f"e{self.epochs}_b{self.batch_size}_s{self.sparsity}_gmp{self.gmp_start}-"
+                    f"{self.gmp_end}-{self.gmp_every}_c{self.calibration}"
+                    f"{'' if self.movement else '_nomove'}_seed{self.seed}")
+        return (f"bingo_{self.model}_{self.dataset}_e{self.epochs}_"
+                f"k{self.variants_for([self.estimator])}_"
+                f"p{self.fraction}_{self.metric}_{self.granularity}_{self.rule}_{self.reset_to}_"
+                f"{self.estimator}{'' if self.movement else '_nomove'}_r{self.regression_every}_"
+                f"{goal}{'_refit' if self.refit else ''}_seed{self.seed}")
+
+
+def environment() -> Dict[str, Any]:
+    return {
+        "bingo": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    }
+
+
+def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
+    """Train ``job.model`` with ticket search, prune by significance, evaluate on test."""
+    wall = time.perf_counter()
+    target = job.target()  # validates before any work
+    job.check_estimators([job.estimator])
+    data = load_dataset(job.dataset, job.data_dir)
+    train_split = data.train.subset(job.train_limit)
+    torch.manual_seed(job.seed)
+    model = build_model(job.model)
+    if job.schedule == "gradual":
+        return _run_gradual(job, model, data, train_split, wall, progress)
+    search = job.make_search(model)
+    optimizer = make_optimizer(job.optimizer, model.parameters(), job.lr)
+    stats = train(model, train_split, epochs=job.epochs, batch_size=job.batch_size,
+                  optimizer=optimizer, seed=job.seed, after_step=search.step, progress=progress,
+                  description=f"train+search {job.model}")
+    dense_test = accuracy(model, data.test)
+    scoring = time.perf_counter()
+    scores = search.significance(job.estimator, sparsity=target["sparsity"],
+                                 refit=job.refit and job.estimator in REFIT_AWARE)
+    score_seconds = time.perf_counter() - scoring
+    goal = dict(sparsity=target["sparsity"], min_accuracy=target["min_accuracy"],
+                evaluate=lambda m: accuracy(m, data.val), scope=job.scope)
+    fit = None
+    if job.refit:  # on the search's kept examples: what a training loop already holds
+        examples, labels = search.calibration_batch()
+        report, fit = prune_and_refit(model, scores, examples, labels=labels, **goal)
+    else:
+        report = prune(model, scores, **goal)
+    pruned_test = accuracy(model, data.test)
+    return {
+        "method": "bingo",
+        "name": job.name,
+        "model": job.model,
+        "dataset": job.dataset,
+        "seed": job.seed,
+        "sparsity": report.sparsity,
+        "dense_accuracy": dense_test,
+        "pruned_accuracy": pruned_test,
+        "dense_val_accuracy": report.accuracy_before,
+        "pruned_val_accuracy": report.accuracy_after if fit is None else fit.accuracy_after,
+        "refit": fit.to_dict() if fit is not None else None,
+        "per_layer": {k: v.sparsity for k, v in report.layers.items()},
+        "train_seconds": stats.seconds - stats.hook_seconds,
+        "search_seconds": search.search_seconds,
+        "score_seconds": score_seconds,
+        "prune_seconds": report.seconds,
+        "total_seconds": time.perf_counter() - wall,
+        "train_steps": stats.steps,
+        "searches": search.totals.searches,
+        "prune_evaluations": report.evaluations,
+        "config": {**asdict(job), **target, "variants": search.variants,
+                   "effective_fraction": search.effective_fraction, "backend": search.backend},
+        "calibration": search.last_calibration.to_dict() if search.last_calibration else None,
+        "environment": environment(),
+    }
+
+
+def _run_gradual(job: PruneJob, model, data, train_split, wall: float,
+                 progress: bool) -> Dict[str, Any]:
+    """``--schedule gradual``: prune during the one training run (bingo.pruning.gradual_ticket)."""
+    pruner = job.make_gradual(model, job.sparsity,
+                              steps_per_epoch(train_split, job.batch_size) * job.epochs)
+    optimizer = make_optimizer(job.optimizer, model.parameters(), job.lr)
+    stats = train(model, train_split, epochs=job.epochs, batch_size=job.batch_size,
+                  optimizer=optimizer, seed=job.seed, after_step=pruner,
+                  progress=progress, description=f"train+prune {job.model}")
+    report = pruner.finish()
+    return {
+        "method": "bingo-gradual", "name": job.name, "model": job.model,
+        "dataset": job.dataset, "seed": job.seed, "sparsity": report.sparsity,
+        "dense_accuracy": None, "pruned_accuracy": accuracy(model, data.test),
+        "dense_val_accuracy": None, "pruned_val_accuracy": accuracy(model, data.val),
+        "refit": None, "per_layer": {k: v.sparsity for k, v in report.layers.items()},
+        "train_seconds": stats.seconds - stats.hook_seconds,
+        "search_seconds": pruner.search.search_seconds, "score_seconds": 0.0,
+        "prune_seconds": pruner.event_seconds, "total_seconds": time.perf_counter() - wall,
+        "train_steps": stats.steps, "events": pruner.events, "chosen": pruner.chosen,
+        "config": {**asdict(job), "variants": 0, "backend": pruner.search.backend},
+        "environment": environment(),
+    }

@@ -1,0 +1,109 @@
+"""What every method of ``bingo compare`` shares (``Harness``): the data, fresh models with
+the same initial weights, the training loop, evaluation; and a method's result."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from ..engine.targets import select_targets
+from ..pruning.masks import count_zeros
+from .data import load_dataset
+from .models import build_model
+from .training import accuracy, make_optimizer, train
+
+if TYPE_CHECKING:
+    from .compare_job import CompareJob
+
+
+@dataclass
+class MethodResult:
+    method: str
+    points: List[Dict[str, float]] = field(default_factory=list)  # sparsity, val/test accuracy
+    threshold: Optional[Dict[str, Any]] = None                    # what the floor allowed
+    dense_test_accuracy: Optional[float] = None
+    dense_val_accuracy: Optional[float] = None
+    seconds: float = 0.0                                          # the method's whole run
+    history: List[Dict[str, Any]] = field(default_factory=list)   # IMP rounds
+
+
+class Harness:
+    """What every method shares: data, fresh models with the same initial weights,
+    the training loop, evaluation."""
+
+    def __init__(self, job: "CompareJob", progress: bool, log: Callable[[str], None]):
+        self.job, self.progress, self.log = job, progress, log
+        self.data = load_dataset(job.dataset, job.data_dir)
+        self.train_split = self.data.train.subset(job.train_limit)
+        self.search_backend: Optional[str] = None  # set once BINGO has searched
+        self.searched: Dict[str, Any] = {}  # granularity -> (model, search, seconds)
+        self.calibrations: List[Dict[str, Any]] = []  # what each calibrated scoring chose
+        self.regression: Optional[Dict[str, Any]] = None  # the regression row's fit
+        self._dense: Optional[tuple] = None  # (model, its last examples, training seconds)
+
+    def fresh(self, seed: Optional[int] = None) -> nn.Module:
+        """The model at its initial weights (the same for every method, given the seed)."""
+        torch.manual_seed(self.job.seed if seed is None else seed)
+        return build_model(self.job.model)
+
+    def target_names(self) -> List[str]:
+        return [t.name for t in select_targets(self.fresh())]
+
+    def with_train(self, split) -> "Harness":
+        """The same harness training on another split (the sanity checks' corrupted data)."""
+        other = copy.copy(self)
+        other.train_split = split
+        other.searched, other.calibrations = {}, []
+        return other
+
+    def train(self, model: nn.Module, epochs: Optional[int] = None, after_step=None,
+              description: str = "train"):
+        opt = make_optimizer(self.job.optimizer, model.parameters(), self.job.lr)
+        return train(model, self.train_split, epochs=epochs or self.job.epochs,
+                     batch_size=self.job.batch_size, optimizer=opt, seed=self.job.seed,
+                     after_step=after_step, progress=self.progress, description=description)
+
+    def dense(self) -> tuple:
+        """The dense model trained once (shared by the layer-wise one-shot rows), the last
+        ``calibration`` training examples it saw, and the seconds its training took if
+        this call reused it (0 for the row that trained it)."""
+        if self._dense is not None:
+            model, examples, seconds = self._dense
+            return model, examples, seconds
+        from ..engine.calibration import CalibrationBuffer
+        from ..engine.search import DEFAULT_CALIBRATION
+        start = time.perf_counter()
+        model = self.fresh()
+        recent = CalibrationBuffer(self.job.calibration or DEFAULT_CALIBRATION)
+        self.train(model, after_step=recent.add, description="train dense")
+        examples = recent.batch()[0]
+        self._dense = (model, examples, time.perf_counter() - start)
+        return model, examples, 0.0
+
+    def val(self, model: nn.Module) -> float:
+        return accuracy(model, self.data.val)
+
+    def test(self, model: nn.Module) -> float:
+        return accuracy(model, self.data.test)
+
+    def point(self, result: MethodResult, model: nn.Module, sparsity: float,
+              **extra: Any) -> None:
+        p = {"sparsity": sparsity, "zeros": zero_share(model), "val_accuracy": self.val(model),
+             "test_accuracy": self.test(model), **extra}
+        result.points.append(p)
+        self.log(f"  {result.method:12s} sparsity {sparsity:.3f}: test {p['test_accuracy']:.4f}")
+
+    def scoring_batch(self):
+        n = min(self.job.score_batch, len(self.train_split))
+        return self.train_split.images[:n], self.train_split.labels[:n]
+
+
+def zero_share(model: nn.Module) -> float:
+    """The share of the prunable weights that are exactly zero: what a point really holds
+    (a refit can zero kept weights beyond the goal's mask)."""
+    layers = count_zeros(model, [t.name for t in select_targets(model)]).values()
+    return sum(x.zeros for x in layers) / sum(x.numel for x in layers)
