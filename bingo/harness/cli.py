@@ -16,7 +16,7 @@ from .compare_report import markdown_table, write_outputs
 from .data import DATASETS, DataNotFoundError
 from .jobs import DEFAULT_MIN_ACCURACY, SCHEDULES, PruneJob, RunSetup, run_prune_job
 from .models import MODELS
-from .training import OPTIMIZERS
+from .training import LR_SCHEDULES, OPTIMIZERS
 
 
 def _fraction(text: str) -> float:
@@ -69,11 +69,16 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
     p.add_argument("--model", choices=sorted(MODELS), default=d.model)
     p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
     p.add_argument("--data-dir", default=None,
-                   help="folder containing MNIST/raw/ (default: $BINGO_DATA)")
+                   help="folder containing MNIST/raw/ or cifar-10-batches-py/ "
+                        "(default: $BINGO_DATA)")
     p.add_argument("--epochs", type=_positive, default=d.epochs)
     p.add_argument("--batch-size", type=_positive, default=d.batch_size)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="L2 weight decay on every parameter (e.g. 1e-4 for resnet20)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
+                   help="constant, or cosine from --lr down to 0 over the run")
     p.add_argument("--variants", type=_count, default=d.variants,
                    help="K, reset subsets BINGO evaluates after each training step (0: none, "
                         "keep only the gradient proxies and calibration batches; default: "

@@ -54,6 +54,7 @@ class CompareJob(RunSetup):
                                   else 0.0)
 
     def validate(self) -> None:
+        self.check_data()
         unknown = [m for m in self.methods if not is_method(m)]
         if unknown:
             raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}, "

@@ -22,8 +22,8 @@ from ..pruning.masks import prune
 from ..pruning.refit import prune_and_refit
 from ..pruning.schedule import CubicSchedule
 from .data import load_dataset
-from .models import build_model
-from .training import accuracy, make_optimizer, steps_per_epoch, train
+from .models import MODEL_DATASETS, build_model
+from .training import LR_SCHEDULES, accuracy, make_optimizer, steps_per_epoch, train
 
 DEFAULT_MIN_ACCURACY = 0.90  # the paper's protocol: prune until accuracy would fall below 90%
 DEFAULT_VARIANTS = 8  # K when the estimator reads the random-subset searches
@@ -41,6 +41,8 @@ class RunSetup:
     batch_size: int = 64
     optimizer: str = "adam"
     lr: float = 1e-3
+    weight_decay: float = 0.0          # L2 on every parameter (He et al.'s CIFAR runs: 1e-4)
+    lr_schedule: str = "constant"      # or "cosine" (to 0 over the run), bingo.harness.training
     variants: Optional[int] = None     # K; None: DEFAULT_VARIANTS if an estimator reads them
     fraction: float = 0.05
     metric: str = "loss"
@@ -59,6 +61,29 @@ class RunSetup:
     gmp_end: float = 0.75              # --schedule gradual): Zhu & Gupta's cubic schedule,
     gmp_every: int = 50                # first and last event as fractions of the steps, and
                                        # the steps between events (bingo.pruning.schedule)
+
+    def check_data(self) -> None:
+        """Fail before any work when the model cannot read the dataset's inputs."""
+        takes = MODEL_DATASETS.get(self.model)
+        if takes is not None and self.dataset not in takes:
+            fitting = sorted(m for m, d in MODEL_DATASETS.items() if self.dataset in d)
+            raise ValueError(f"model {self.model} reads {' or '.join(takes)} inputs, not "
+                             f"{self.dataset}: pass --dataset {takes[0]}, or a {self.dataset} "
+                             f"model ({', '.join(fitting) or 'none yet'})")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose one "
+                             f"of {LR_SCHEDULES}")
+
+    def fit(self, model, split, *, after_step=None, epochs: Optional[int] = None,
+            progress: bool = True, description: str = "train"):
+        """Train ``model`` on ``split`` with this setup's optimizer, weight decay, schedule,
+        batch size and seed (the data order): the one way every job trains."""
+        optimizer = make_optimizer(self.optimizer, model.parameters(), self.lr,
+                                   weight_decay=self.weight_decay)
+        return train(model, split, epochs=epochs or self.epochs, batch_size=self.batch_size,
+                     optimizer=optimizer, seed=self.seed, after_step=after_step,
+                     progress=progress, description=description,
+                     lr_schedule=self.lr_schedule)
 
     def schedule_for(self, sparsity: float, total_steps: int) -> CubicSchedule:
         """The cubic schedule to ``sparsity`` over ``total_steps`` (checks the knobs)."""
@@ -132,6 +157,7 @@ class PruneJob(RunSetup):
     schedule: str = "one-shot"         # or "gradual": prune during the run (bingo.pruning.gradual_ticket)
 
     def target(self) -> Dict[str, Optional[float]]:
+        self.check_data()
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.sparsity is not None and self.min_accuracy is not None:
@@ -189,10 +215,8 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     if job.schedule == "gradual":
         return _run_gradual(job, model, data, train_split, wall, progress)
     search = job.make_search(model)
-    optimizer = make_optimizer(job.optimizer, model.parameters(), job.lr)
-    stats = train(model, train_split, epochs=job.epochs, batch_size=job.batch_size,
-                  optimizer=optimizer, seed=job.seed, after_step=search.step, progress=progress,
-                  description=f"train+search {job.model}")
+    stats = job.fit(model, train_split, after_step=search.step, progress=progress,
+                    description=f"train+search {job.model}")
     dense_test = accuracy(model, data.test)
     scoring = time.perf_counter()
     scores = search.significance(job.estimator, sparsity=target["sparsity"],
@@ -207,6 +231,8 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     else:
         report = prune(model, scores, **goal)
     pruned_test = accuracy(model, data.test)
+    exact = {} if data.test_exact is None else {
+        "pruned_exact_accuracy": accuracy(model, data.test_exact)}
     return {
         "method": "bingo",
         "name": job.name,
@@ -215,7 +241,7 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         "seed": job.seed,
         "sparsity": report.sparsity,
         "dense_accuracy": dense_test,
-        "pruned_accuracy": pruned_test,
+        "pruned_accuracy": pruned_test, **exact,
         "dense_val_accuracy": report.accuracy_before,
         "pruned_val_accuracy": report.accuracy_after if fit is None else fit.accuracy_after,
         "refit": fit.to_dict() if fit is not None else None,
@@ -240,15 +266,15 @@ def _run_gradual(job: PruneJob, model, data, train_split, wall: float,
     """``--schedule gradual``: prune during the one training run (bingo.pruning.gradual_ticket)."""
     pruner = job.make_gradual(model, job.sparsity,
                               steps_per_epoch(train_split, job.batch_size) * job.epochs)
-    optimizer = make_optimizer(job.optimizer, model.parameters(), job.lr)
-    stats = train(model, train_split, epochs=job.epochs, batch_size=job.batch_size,
-                  optimizer=optimizer, seed=job.seed, after_step=pruner,
-                  progress=progress, description=f"train+prune {job.model}")
+    stats = job.fit(model, train_split, after_step=pruner, progress=progress,
+                    description=f"train+prune {job.model}")
     report = pruner.finish()
     return {
         "method": "bingo-gradual", "name": job.name, "model": job.model,
         "dataset": job.dataset, "seed": job.seed, "sparsity": report.sparsity,
         "dense_accuracy": None, "pruned_accuracy": accuracy(model, data.test),
+        **({} if data.test_exact is None else {
+            "pruned_exact_accuracy": accuracy(model, data.test_exact)}),
         "dense_val_accuracy": None, "pruned_val_accuracy": accuracy(model, data.val),
         "refit": None, "per_layer": {k: v.sparsity for k, v in report.layers.items()},
         "train_seconds": stats.seconds - stats.hook_seconds,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +91,10 @@ def resnet20() -> nn.Sequential:
 MODELS: Dict[str, Callable[[], nn.Module]] = {"lenet300": lenet300, "paper-mlp": paper_mlp,
                                               "convnet": convnet, "resnet20": resnet20,
                                               "char-gpt": CharGPT}
+# the datasets whose inputs each model reads (char-gpt: character ids, no image dataset)
+MODEL_DATASETS: Dict[str, Tuple[str, ...]] = {
+    "lenet300": ("mnist",), "paper-mlp": ("mnist",), "convnet": ("mnist",),
+    "resnet20": ("cifar10",), "char-gpt": ("tinyshakespeare",)}
 
 
 def build_model(name: str) -> nn.Module:

@@ -20,7 +20,7 @@ from .splits import Splits
 from .text import CharCorpus, load_text
 
 IMAGE_DATASETS = {"mnist": load_mnist, "cifar10": load_cifar10}
-DATASETS = ("mnist",)  # what `bingo prune` / `bingo compare` train on
+DATASETS = ("mnist", "cifar10")  # what `bingo prune` / `bingo compare` train on
 
 
 def load_dataset(name: str, data_dir: Optional[str | os.PathLike] = None) -> Splits:
