@@ -21,7 +21,7 @@ from ..evidence.ticket_search import TicketSearch
 from ..pruning.masks import prune
 from ..pruning.refit import prune_and_refit
 from ..pruning.schedule import CubicSchedule
-from .data import load_dataset
+from .data import DATASETS, load_dataset
 from .models import MODEL_DATASETS, build_model
 from .training import LR_SCHEDULES, accuracy, make_optimizer, steps_per_epoch, train
 
@@ -65,6 +65,11 @@ class RunSetup:
     def check_data(self) -> None:
         """Fail before any work when the model cannot read the dataset's inputs."""
         takes = MODEL_DATASETS.get(self.model)
+        if takes is not None and not set(takes) & set(DATASETS):
+            raise ValueError(f"model {self.model} trains on {' or '.join(takes)}, which "
+                             f"`bingo prune` and `bingo compare` do not run yet: build it "
+                             f"from Python (bingo.harness.models.build_model) and use "
+                             f"bingo.TicketSearch / bingo.GradualTicketPruning in your loop")
         if takes is not None and self.dataset not in takes:
             fitting = sorted(m for m, d in MODEL_DATASETS.items() if self.dataset in d)
             raise ValueError(f"model {self.model} reads {' or '.join(takes)} inputs, not "
