@@ -165,3 +165,27 @@ def test_attention_weights_read_by_attribute_follow_their_masks(method, fresh_se
     with torch.no_grad():  # eval under no_grad takes the encoder layer's fast path
         assert torch.allclose(model(x), permanent(x), atol=1e-6)
         assert (out_proj.weight == 0).float().mean() > 0.3
+
+
+def test_one_shot_masks_on_attention_follow_training_and_copies(fresh_seed):
+    from bingo import prune
+    from bingo.harness.baselines.scores import magnitude_scores
+    from bingo.pruning.masks import copy_model
+    torch.manual_seed(fresh_seed)
+    model = _Attention()
+    x = torch.randn(16, 5, 6, generator=torch.Generator().manual_seed(fresh_seed))
+    prune(model, magnitude_scores(model), sparsity=0.5)
+    out_proj = model.layer.self_attn.out_proj
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(3):  # a fine-tune after one-shot pruning
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    assert out_proj.weight_orig.grad.abs().sum() > 0
+    twin = copy_model(model)
+    with torch.no_grad():
+        twin.layer.self_attn.out_proj.weight_orig.add_(1.0)
+        twin(x), model(x)
+    mine = twin.layer.self_attn.out_proj
+    assert torch.equal(mine.weight, mine.weight_orig * mine.weight_mask)  # its own weights
+    assert torch.equal(out_proj.weight, out_proj.weight_orig * out_proj.weight_mask)

@@ -110,21 +110,25 @@ ATTRIBUTE_READERS = (nn.MultiheadAttention, nn.TransformerEncoderLayer,
                      nn.TransformerDecoderLayer)
 
 
-def refresh_masked_reads(model: nn.Module, names: Sequence[str]) -> Optional[object]:
-    """Recompute ``<attr> = <attr>_orig * <attr>_mask`` before each forward of ``model``
-    for the masked tensors in ``names`` that an :data:`ATTRIBUTE_READERS` module reads by
-    attribute, so they see the current weights and masks (and gradients reach
-    ``<attr>_orig``). Returns the hook's handle, or None when no tensor needs it."""
-    readers = [name for name, m in model.named_modules() if isinstance(m, ATTRIBUTE_READERS)]
-    inside = [n for n in names if any(n.startswith(r + ".") for r in readers)]
-    if not inside:
-        return None
-    where = [(model.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2]) for n in inside]
+def refresh_masked_reads(model: nn.Module) -> None:
+    """Make every forward of ``model`` first recompute ``<attr> = <attr>_orig *
+    <attr>_mask`` for the tensors masked through torch.nn.utils.prune inside an
+    :data:`ATTRIBUTE_READERS` module, so those modules read the current weights and masks
+    (and gradients reach ``<attr>_orig``). Called by everything in bingo that installs
+    such masks; once per model (a flag on it), and nothing for models without readers.
+    The hook works on the module it is called on, so a deep copy refreshes its own."""
+    if getattr(model, "_bingo_masked_reads", False) or not any(
+            isinstance(m, ATTRIBUTE_READERS) for m in model.modules()):
+        return
+    model.register_forward_pre_hook(_refresh)
+    model._bingo_masked_reads = True
 
-    def refresh(_module: nn.Module, _inputs: object) -> None:
-        for module, attr in where:
-            if torch_pruned(module, attr):  # gone after prune.remove: nothing to refresh
-                setattr(module, attr, getattr(module, attr + "_orig")
-                        * getattr(module, attr + "_mask"))
 
-    return model.register_forward_pre_hook(refresh)
+def _refresh(root: nn.Module, _inputs: object) -> None:
+    inside = {id(m): m for r in root.modules() if isinstance(r, ATTRIBUTE_READERS)
+              for m in r.modules()}
+    for module in inside.values():
+        for name in list(module._parameters):
+            attr = name[:-len("_orig")]
+            if name.endswith("_orig") and torch_pruned(module, attr):  # not after remove()
+                setattr(module, attr, module._parameters[name] * getattr(module, attr + "_mask"))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ..engine.targets import torch_pruned
+from ..engine.targets import refresh_masked_reads, torch_pruned
 from .masks import copy_model, prune
 
 RAMP_SHARE = 0.5  # of the fine-tune's steps the ramp takes; the rest trains at the goal
@@ -61,6 +61,7 @@ class GradualPruning:
         for module, attr, _, _ in self.layers.values():
             if not torch_pruned(module, attr):
                 torch_prune.identity(module, attr)
+        refresh_masked_reads(model)  # attention's out_proj, read by attribute
 
     def __call__(self, x: object = None, y: object = None) -> None:
         i = self.calls

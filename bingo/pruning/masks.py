@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from ..engine.targets import refresh_masked_reads
+
 SCOPES = ("global", "layer")
 Evaluate = Callable[[nn.Module], float]
 
@@ -209,6 +211,7 @@ def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
     masks = _masks_at(items, sparsity, scope, order)
     for i, m in zip(items, masks):
         torch_prune.custom_from_mask(i.module, i.attr, m.view(i.storage.shape))
+    refresh_masked_reads(model)
     report.recount(model, [i.name for i in items])
     if evaluate is not None:
         report.accuracy_after = float(evaluate(model))
@@ -259,6 +262,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     for name, keep in masks.items():
         module, attr = _owner(model, name)
         torch_prune.custom_from_mask(module, attr, keep.to(torch.bool))
+    refresh_masked_reads(model)
 
 
 def current_masks(model: nn.Module, names) -> Dict[str, torch.Tensor]:

@@ -145,7 +145,7 @@ class ScheduledPruning:
             if not torch_pruned(module, attr):
                 torch_prune.identity(module, attr)
             self._modules[name] = (module, attr)
-        self._refresh = refresh_masked_reads(model, self.names)  # attention's out_proj
+        refresh_masked_reads(model)  # attention's out_proj, read by attribute
 
     # what subclasses read and decide
     def keep(self) -> Masks:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ...engine.targets import select_targets
+from ...engine.targets import refresh_masked_reads, select_targets
 from ...pruning.masks import PruneReport
 from ...pruning.refit import REFIT_TYPES, capture, forward_order, input_rows
 
@@ -83,6 +83,7 @@ def _inputs(model: nn.Module, module: nn.Module, examples: torch.Tensor, batch: 
 
 
 def _report(model: nn.Module, names: Sequence[str]) -> PruneReport:
+    refresh_masked_reads(model)  # the masks just installed, on attention's out_proj too
     return PruneReport(sparsity=0.0, layers={}).recount(model, names)
 
 
