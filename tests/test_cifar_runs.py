@@ -42,8 +42,8 @@ def test_prune_runs_resnet20_gradually_on_cifar10(data_dir, tmp_path):
 @pytest.mark.parametrize("model, dataset, hint", [
     ("lenet300", "cifar10", "reads mnist inputs, not cifar10: pass --dataset mnist"),
     ("resnet20", "mnist", "reads cifar10 inputs, not mnist: pass --dataset cifar10"),
-    ("char-gpt", "mnist", "trains on tinyshakespeare, which `bingo prune` and `bingo compare` "
-                          "do not run yet"),
+    ("char-gpt", "mnist", "reads tinyshakespeare inputs, not mnist: pass --dataset "
+                          "tinyshakespeare"),
 ])
 def test_a_model_that_cannot_read_the_dataset_is_refused_before_training(
         data_dir, tmp_path, capsys, model, dataset, hint):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from .losses import is_cross_entropy
 from .rules import Rule, SearchChange, State
 from .subsets import subset_mask
 from .targets import Target
@@ -67,13 +68,14 @@ class SearchBatch:
 
     def score(self, outputs: torch.Tensor) -> torch.Tensor:
         """The metric of each leading slice of ``outputs`` [V, B, classes], as a [V] tensor."""
+        v = outputs.shape[0]
         if self.metric == "accuracy":
-            return (outputs.argmax(dim=-1) == self.labels).to(torch.float64).mean(dim=-1)
-        if self.loss_fn is F.cross_entropy:  # one call for all variants
-            v, b = outputs.shape[:2]
-            losses = F.cross_entropy(outputs.flatten(0, 1), self.labels.repeat(v),
-                                     reduction="none")
-            return losses.view(v, b).mean(dim=1)
+            hits = outputs.argmax(dim=-1) == self.labels
+            return hits.to(torch.float64).reshape(v, -1).mean(dim=1)
+        if is_cross_entropy(self.loss_fn):  # one call for all variants
+            labels = self.labels.expand(v, *self.labels.shape).flatten()
+            losses = F.cross_entropy(outputs.flatten(0, -2), labels, reduction="none")
+            return losses.view(v, -1).mean(dim=1)
         return torch.stack([self.loss_fn(o, self.labels).reshape(()) for o in outputs])
 
     def evaluate(self, overrides: Mapping[str, torch.Tensor]) -> float:

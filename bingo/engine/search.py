@@ -19,13 +19,13 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import search_state
 from .borrow import Borrowed
 from .calibration import CalibrationBuffer
 from .dispatch import backend_name, select_backend
+from .losses import cross_entropy
 from .proxies import DEFAULT_PROXY_EVERY, Proxies
 from .reference import SearchBatch, SearchPlan
 from .regression import SubsetRegression, features
@@ -133,7 +133,7 @@ class SearchEngine:
         self.granularity = granularity
         self.rule = get_rule(rule)
         self.seed = seed
-        self.loss_fn = loss_fn or F.cross_entropy
+        self.loss_fn = loss_fn or cross_entropy
         self.targets = select_targets(model, granularity=granularity, include=include,
                                       exclude=exclude)
         pruned = [t.name for t in self.targets if _torch_pruned(model, t.name)]

@@ -23,6 +23,15 @@ SWAP_START = 50        # the first swap moves (pruned weights) / SWAP_START weig
 SWAP_ITERATIONS = 200  # at most this many measured swaps
 PAIR_LAYERS = 4   # up to this many targets, budget balancing tries every pair of layers
 PAIR_TRIALS = 4   # beyond, the pairs per round that single-layer probes rank best
+# Beyond PAIR_LAYERS targets (a ResNet, a transformer) every trial is a whole forward of a
+# deep model, so the search is cut to a bounded number of them (issue 22): candidates
+# screened at their global split and only the SCREEN best balanced; the pairs of layers
+# ranked once per step size by the second-order change predicted from one gradient at
+# the current mask (not 2n measured probes); steps down to 1/MANY_FINEST of the pruned
+# total; MANY_SWAPS measured swaps at most.
+SCREEN = 2
+MANY_FINEST = 160
+MANY_SWAPS = 20
 
 
 @dataclass
@@ -83,14 +92,17 @@ def balance_budgets(meter: Meter, scores: Scores, sparsity: float) -> tuple:
     pruned = global_counts(scores, sparsity)
     best = loss(pruned)
     total = sum(pruned.values())
-    step, smallest = max(1, total // 20), max(1, total // 2000)
+    many = len(pruned) > PAIR_LAYERS
+    step, smallest = max(1, total // 20), max(1, total // (MANY_FINEST if many else 2000))
+    ranked, ranked_at, tried = [], None, 0
     while step >= smallest:
         pairs = [(a, b) for a in pruned for b in pruned if a != b]
-        if len(pruned) > PAIR_LAYERS:  # predicted change of moving budget from a to b
-            fewer = {a: loss(moved(pruned, a, -min(step, pruned[a]))) - best for a in pruned}
-            more = {b: loss(moved(pruned, b, min(step, sizes[b] - pruned[b]))) - best
-                    for b in pruned}
-            pairs = sorted(pairs, key=lambda p: fewer[p[0]] + more[p[1]])[:PAIR_TRIALS]
+        if many:  # pairs ranked by the predicted change of moving budget from a to b,
+            if ranked_at != step:  # predicted once per step size
+                fewer, more = predicted_changes(meter, ranks, pruned, step)
+                ranked = sorted(pairs, key=lambda p: fewer[p[0]] + more[p[1]])
+                ranked_at, tried = step, 0
+            pairs, tried = ranked[tried:tried + PAIR_TRIALS], tried + PAIR_TRIALS
         move = None
         for a, b in pairs:
             d = min(step, pruned[a], sizes[b] - pruned[b])
@@ -105,6 +117,25 @@ def balance_budgets(meter: Meter, scores: Scores, sparsity: float) -> tuple:
         else:
             pruned = move
     return pruned, best
+
+
+def predicted_changes(meter: Meter, ranks: Dict[str, torch.Tensor], pruned: Dict[str, int],
+                      step: int) -> tuple:
+    """Per layer, the loss change predicted (g·w and ½·fisher·w² at the current mask, one
+    forward and backward) of pruning ``step`` fewer weights (restoring the highest-ranked
+    pruned ones) and ``step`` more (pruning the lowest-ranked kept ones)."""
+    keep = {n: r >= pruned[n] for n, r in ranks.items()}
+    _, grad = meter.loss_and_grad(keep)
+    fewer, more = {}, {}
+    for i, t in enumerate(meter.search.targets):
+        n, rank, p = t.name, ranks[t.name], pruned[t.name]
+        w, g = meter.weights[n].float(), grad[n].float()
+        curvature = 0.5 * meter.search.proxies.mean_fisher(i).float().to(w.device) * w * w
+        restored = (rank >= p - min(step, p)) & (rank < p)
+        fewer[n] = float((curvature + g * w)[restored].sum())
+        removed = (rank >= p) & (rank < p + step)
+        more[n] = float((curvature - g * w)[removed].sum())
+    return fewer, more
 
 
 def measured_keep(scores: Scores, pruned: Dict[str, int]) -> Dict[str, torch.Tensor]:
@@ -133,7 +164,14 @@ def calibrate(search: "SearchEngine", sparsity: float, swaps: bool,
     report = Calibration(sparsity, len(meter.labels))
     best_name, best_loss, best, keep = "", float("inf"), None, {}
     candidates = candidate_scores(search, available(search))
-    for name, scores in candidates.items():
+    balanced = candidates
+    if len(search.targets) > PAIR_LAYERS:  # many targets: balance the screened best only
+        ranks = {name: layer_ranks(scores) for name, scores in candidates.items()}
+        at_global = {name: meter.loss(ranks[name], global_counts(scores, sparsity))
+                     for name, scores in candidates.items()}
+        report.losses.update(at_global)
+        balanced = {n: candidates[n] for n in sorted(at_global, key=at_global.get)[:SCREEN]}
+    for name, scores in balanced.items():
         pruned, value = balance_budgets(meter, scores, sparsity)
         report.losses[name] = value
         report.budgets[name] = {n: pruned[n] / scores[n].numel() for n in pruned}
@@ -217,7 +255,8 @@ def swap_search(search: "SearchEngine", meter: Meter, scores: Scores,
     loss, grad = meter.loss_and_grad(keep)
     pruned_total = sum(int((~k).sum()) for k in keep.values())
     k, accepted = max(1, pruned_total // SWAP_START), 0
-    for _ in range(SWAP_ITERATIONS):
+    iterations = SWAP_ITERATIONS if len(names) <= PAIR_LAYERS else MANY_SWAPS
+    for _ in range(iterations):
         if k < 1 or pruned_total == 0:
             break
         remove, restore = [], []

@@ -16,6 +16,7 @@ from .compare_report import markdown_table, write_outputs
 from .data import DATASETS, DataNotFoundError
 from .jobs import DEFAULT_MIN_ACCURACY, SCHEDULES, PruneJob, RunSetup, run_prune_job
 from .models import MODELS
+from .recipes import describe
 from .training import LR_SCHEDULES, OPTIMIZERS
 
 
@@ -69,16 +70,22 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
     p.add_argument("--model", choices=sorted(MODELS), default=d.model)
     p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
     p.add_argument("--data-dir", default=None,
-                   help="folder containing MNIST/raw/ or cifar-10-batches-py/ "
-                        "(default: $BINGO_DATA)")
-    p.add_argument("--epochs", type=_positive, default=d.epochs)
-    p.add_argument("--batch-size", type=_positive, default=d.batch_size)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help="L2 weight decay on every parameter (e.g. 1e-4 for resnet20)")
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
-                   help="constant, or cosine from --lr down to 0 over the run")
+                   help="folder containing MNIST/raw/, cifar-10-batches-py/ or "
+                        "tinyshakespeare/ (default: $BINGO_DATA)")
+    recipe_help = "default: the model's recipe (" + describe() + ")"
+    p.add_argument("--epochs", type=_positive, default=None, help=recipe_help)
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help="default: the model's recipe")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                   help="default: the model's recipe")
+    p.add_argument("--lr", type=float, default=None, help="default: the model's recipe")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 weight decay (adam, sgd), decoupled for adamw (on matrices "
+                        "only); default: the model's recipe")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
+                   help="constant; cosine from --lr down to 0 over the run; warmup-cosine: "
+                        "a linear warm-up over 5%% of the steps, then a cosine to a tenth; "
+                        "default: the model's recipe")
     p.add_argument("--variants", type=_count, default=d.variants,
                    help="K, reset subsets BINGO evaluates after each training step (0: none, "
                         "keep only the gradient proxies and calibration batches; default: "
@@ -102,10 +109,11 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
     p.add_argument("--regression-every", type=_count, default=d.regression_every,
                    help="fit the regression estimator on the searches of every n-th step "
                         "(0: off; needed by --estimator regression)")
-    p.add_argument("--calibration", type=_count, default=d.calibration,
+    p.add_argument("--calibration", type=_count, default=None,
                    help="the most recent training examples the search keeps, on which the "
                         "calibrated, budgeted and units estimators measure candidate masks "
-                        "(default %(default)s)")
+                        "(default: the model's recipe, 2048 examples; char-gpt: 256 "
+                        "sequences)")
     p.add_argument("--estimator", choices=ESTIMATORS, default=d.estimator,
                    help="how searches and gradient proxies become scores (bingo.evidence.estimators)")
     p.add_argument("--refit", action="store_true",
@@ -122,7 +130,8 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
                    help="training steps between two pruning events")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-limit", type=_positive, default=None,
-                   help="train on only the first N training images (quick runs)")
+                   help="train on only the first N training images (text: characters; "
+                        "quick runs)")
 
 
 def _fractions(text: str) -> List[float]:
@@ -147,9 +156,10 @@ def _compare_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = CompareJob()
     _setup_args(c, d)
-    c.add_argument("--methods", type=_methods, default=list(METHODS),
+    c.add_argument("--methods", type=_methods, default=None,
                    help="comma-separated, from " + ",".join(METHODS) + "; bingo:<estimator> "
-                        "adds a row per estimator, scored from the same training run")
+                        "adds a row per estimator, scored from the same training run "
+                        "(default: every method that runs on the dataset)")
     c.add_argument("--sparsities", type=_fractions, default=list(d.sparsities),
                    help="comma-separated fractions of prunable weights to remove")
     c.add_argument("--no-sparsities", action="store_true",
@@ -182,8 +192,7 @@ def summary(result: dict) -> str:
     rows = [
         ("model", f"{result['model']} on {result['dataset']} (seed {result['seed']})"),
         ("sparsity", f"{result['sparsity']:.2%} of prunable weights"),
-        ("test accuracy", f"{result['dense_accuracy']:.2%} dense -> {result['pruned_accuracy']:.2%} pruned"),
-        ("val accuracy", f"{result['dense_val_accuracy']:.2%} dense -> {result['pruned_val_accuracy']:.2%} pruned"),
+        *_quality(result),
         *([("refit", f"val {result['refit']['accuracy_before']:.2%} pruned -> "
                      f"{result['refit']['accuracy_after']:.2%} refit, "
                      f"{result['refit']['seconds']:.1f} s")] if result.get("refit") else []),
@@ -196,12 +205,24 @@ def summary(result: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def _quality(result: dict) -> list:
+    if "pruned_val_loss" in result:  # text: the validation loss, lower is better
+        return [("val loss", f"{result['dense_val_loss']:.4f} dense -> "
+                             f"{result['pruned_val_loss']:.4f} pruned")]
+    return [("test accuracy", f"{result['dense_accuracy']:.2%} dense -> "
+                              f"{result['pruned_accuracy']:.2%} pruned"),
+            ("val accuracy", f"{result['dense_val_accuracy']:.2%} dense -> "
+                             f"{result['pruned_val_accuracy']:.2%} pruned")]
+
+
 def _gradual_summary(result: dict) -> str:
     rows = [
         ("model", f"{result['model']} on {result['dataset']} (seed {result['seed']})"),
         ("sparsity", f"{result['sparsity']:.2%} of prunable weights, pruned during training "
                      f"in {len(result['events'])} events"),
-        ("test accuracy", f"{result['pruned_accuracy']:.2%} (val {result['pruned_val_accuracy']:.2%})"),
+        *(((("val loss", f"{result['pruned_val_loss']:.4f}"),) if "pruned_val_loss" in result
+           else (("test accuracy", f"{result['pruned_accuracy']:.2%} "
+                                   f"(val {result['pruned_val_accuracy']:.2%})"),))),
         ("events chose", ", ".join(f"{k} {v}" for k, v in result["chosen"].items())),
         ("per layer", ", ".join(f"{k} {v:.1%}" for k, v in result["per_layer"].items())),
         ("seconds", f"train {result['train_seconds']:.1f}, search {result['search_seconds']:.1f}, "

@@ -8,19 +8,21 @@ from typing import Any, Dict, List
 
 
 def markdown_table(results: Dict[str, Any]) -> str:
-    """Test accuracy per sparsity, sparsity at the floor, and wall time (also vs IMP)."""
+    """Test accuracy (text: validation loss) per sparsity, sparsity at the floor, and wall
+    time (also vs IMP)."""
     cfg = results["config"]
     sparsities = cfg["sparsities"]
     floor = cfg["min_accuracy"]
+    key, label, cell = headline(results)
     imp_seconds = next((m["seconds"] for m in results["methods"] if m["method"] == "imp"), None)
-    head = ["method"] + [f"test acc @ {s:.0%}" for s in sparsities]
+    head = ["method"] + [f"{label} @ {s:.0%}" for s in sparsities]
     if floor is not None:
         head += [f"sparsity @ val ≥ {floor:.0%}", "its test acc"]
     head += ["seconds", "× IMP time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for m in results["methods"]:
-        by_s = {p["sparsity"]: p["test_accuracy"] for p in m["points"]}
-        row = [m["method"]] + [f"{100 * by_s[s]:.2f}%" if s in by_s else "" for s in sparsities]
+        by_s = {p["sparsity"]: p[key] for p in m["points"]}
+        row = [m["method"]] + [cell(by_s[s]) if s in by_s else "" for s in sparsities]
         if floor is not None:
             t = m["threshold"]
             row += ([f"{100 * t['sparsity']:.1f}%", f"{100 * t['test_accuracy']:.2f}%"]
@@ -28,9 +30,19 @@ def markdown_table(results: Dict[str, Any]) -> str:
         row += [f"{m['seconds']:.1f}",
                 f"{m['seconds'] / imp_seconds:.2f}" if imp_seconds else ""]
         lines.append("| " + " | ".join(row) + " |")
-    dense = [m["dense_test_accuracy"] for m in results["methods"] if m["dense_test_accuracy"]]
-    note = f"\nDense test accuracy: {100 * dense[0]:.2f}%." if dense else ""
+    dense_key = "dense_val_loss" if key == "val_loss" else "dense_test_accuracy"
+    dense = [m[dense_key] for m in results["methods"] if m.get(dense_key)]
+    note = f"\nDense {label}: {cell(dense[0])}." if dense else ""
     return "\n".join(lines) + "\n" + note + "\n" + sanity_table(results.get("sanity") or [])
+
+
+def headline(results: Dict[str, Any]):
+    """(point key, label, cell format) of a comparison's headline figure: test accuracy, or
+    the validation loss of a text run (lower is better)."""
+    points = [p for m in results["methods"] for p in m["points"]]
+    if points and "val_loss" in points[0]:
+        return "val_loss", "val loss", lambda v: f"{v:.4f}"
+    return "test_accuracy", "test acc", lambda v: f"{100 * v:.2f}%"
 
 
 def sanity_table(sanity: List[Dict[str, Any]]) -> str:
@@ -57,13 +69,15 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    key, label, _ = headline(results)
+    scale = 1 if key == "val_loss" else 100
     for m in results["methods"]:
-        pts = sorted((p["sparsity"], p["test_accuracy"]) for p in m["points"])
+        pts = sorted((p["sparsity"], p[key]) for p in m["points"])
         if pts:
-            ax.plot([100 * s for s, _ in pts], [100 * a for _, a in pts], marker="o",
+            ax.plot([100 * s for s, _ in pts], [scale * a for _, a in pts], marker="o",
                     label=m["method"])
     ax.set_xlabel("sparsity (% of prunable weights removed)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("validation loss" if key == "val_loss" else "test accuracy (%)")
     ax.set_title(f"{results['config']['model']} on {results['config']['dataset']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -21,9 +21,10 @@ from ..evidence.ticket_search import TicketSearch
 from ..pruning.masks import prune
 from ..pruning.refit import prune_and_refit
 from ..pruning.schedule import CubicSchedule
-from .data import DATASETS, load_dataset
+from .data import DATASET_METRIC, load_dataset
 from .models import MODEL_DATASETS, build_model
-from .training import LR_SCHEDULES, accuracy, make_optimizer, steps_per_epoch, train
+from .recipes import recipe
+from .training import LR_SCHEDULES, evaluate, make_optimizer, steps_per_epoch, train
 
 DEFAULT_MIN_ACCURACY = 0.90  # the paper's protocol: prune until accuracy would fall below 90%
 DEFAULT_VARIANTS = 8  # K when the estimator reads the random-subset searches
@@ -37,12 +38,14 @@ class RunSetup:
     model: str = "lenet300"
     dataset: str = "mnist"
     data_dir: Optional[str] = None
-    epochs: int = 3
-    batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0          # L2 on every parameter (He et al.'s CIFAR runs: 1e-4)
-    lr_schedule: str = "constant"      # or "cosine" (to 0 over the run), bingo.harness.training
+    # None: the model's recipe (bingo.harness.recipes) fills epochs, batch_size, optimizer,
+    # lr, weight_decay, lr_schedule and calibration
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    optimizer: Optional[str] = None    # adam, adamw or sgd (momentum 0.9)
+    lr: Optional[float] = None
+    weight_decay: Optional[float] = None  # L2 (adam, sgd) or decoupled (adamw)
+    lr_schedule: Optional[str] = None  # constant, cosine or warmup-cosine (training.lr_factor)
     variants: Optional[int] = None     # K; None: DEFAULT_VARIANTS if an estimator reads them
     fraction: float = 0.05
     metric: str = "loss"
@@ -52,7 +55,7 @@ class RunSetup:
     proxy_every: int = DEFAULT_PROXY_EVERY  # fisher, reset every n steps; movement always
     movement: bool = True              # collect the movement proxy (its pass every step)
     regression_every: int = 0          # feed bingo.engine.regression every n steps (0: off)
-    calibration: int = DEFAULT_CALIBRATION  # recent training examples kept (calibrated, units)
+    calibration: Optional[int] = None  # recent training examples kept (calibrated, units)
     estimator: str = "calibrated"  # how the search's evidence becomes scores (bingo.evidence.estimators)
     refit: bool = False                # after one-shot pruning, refit kept weights (bingo.refit)
     seed: int = 0
@@ -62,22 +65,38 @@ class RunSetup:
     gmp_every: int = 50                # first and last event as fractions of the steps, and
                                        # the steps between events (bingo.pruning.schedule)
 
+    def __post_init__(self):
+        for key, value in recipe(self.model).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+
+    @property
+    def metric_name(self) -> str:
+        """What the job's runs report: ``accuracy`` (images) or ``loss`` (text)."""
+        return DATASET_METRIC.get(self.dataset, "accuracy")
+
     def check_data(self) -> None:
         """Fail before any work when the model cannot read the dataset's inputs."""
         takes = MODEL_DATASETS.get(self.model)
-        if takes is not None and not set(takes) & set(DATASETS):
-            raise ValueError(f"model {self.model} trains on {' or '.join(takes)}, which "
-                             f"`bingo prune` and `bingo compare` do not run yet: build it "
-                             f"from Python (bingo.harness.models.build_model) and use "
-                             f"bingo.TicketSearch / bingo.GradualTicketPruning in your loop")
         if takes is not None and self.dataset not in takes:
             fitting = sorted(m for m, d in MODEL_DATASETS.items() if self.dataset in d)
             raise ValueError(f"model {self.model} reads {' or '.join(takes)} inputs, not "
                              f"{self.dataset}: pass --dataset {takes[0]}, or a {self.dataset} "
                              f"model ({', '.join(fitting) or 'none yet'})")
+        if self.metric_name == "loss":
+            self.check_loss_metric()
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose one "
                              f"of {LR_SCHEDULES}")
+
+    def check_loss_metric(self) -> None:
+        """What a text run (the loss metric) does not take yet."""
+        if self.refit:
+            raise ValueError(f"--refit is not measured on {self.dataset} yet: drop it")
+        if getattr(self, "min_accuracy", None) is not None:
+            raise ValueError(f"{self.dataset} reports validation loss, not accuracy: "
+                             f"--min-accuracy does not apply; give the sparsity to prune to "
+                             f"(--sparsity / --sparsities)")
 
     def fit(self, model, split, *, after_step=None, epochs: Optional[int] = None,
             progress: bool = True, description: str = "train"):
@@ -181,6 +200,9 @@ class PruneJob(RunSetup):
                                  "to the one-shot schedule; drop them")
             self.schedule_for(self.sparsity, 1000)  # its own checks, before training
         if self.sparsity is None and self.min_accuracy is None:
+            if self.metric_name == "loss":
+                raise ValueError(f"{self.dataset} reports validation loss, which has no "
+                                 f"default floor: give --sparsity (e.g. 0.5)")
             return {"sparsity": None, "min_accuracy": DEFAULT_MIN_ACCURACY}
         return {"sparsity": self.sparsity, "min_accuracy": self.min_accuracy}
 
@@ -208,6 +230,22 @@ def environment() -> Dict[str, Any]:
     }
 
 
+def measured(job: RunSetup, data, model, prefix: str,
+             names_only: bool = False) -> Dict[str, Optional[float]]:
+    """A run's figures of ``model`` under ``prefix`` (dense / pruned): test and validation
+    accuracy (and CIFAR-10's exact test images') for images, the validation loss for text."""
+    if job.metric_name == "loss":
+        splits = {f"{prefix}_val_loss": (data.val, "loss")}
+    else:
+        splits = {f"{prefix}_accuracy": (data.test, "accuracy"),
+                  f"{prefix}_val_accuracy": (data.val, "accuracy")}
+        if data.test_exact is not None:
+            splits[f"{prefix}_exact_accuracy"] = (data.test_exact, "accuracy")
+    if names_only:
+        return dict.fromkeys(splits)
+    return {k: evaluate(model, split, metric) for k, (split, metric) in splits.items()}
+
+
 def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     """Train ``job.model`` with ticket search, prune by significance, evaluate on test."""
     wall = time.perf_counter()
@@ -222,22 +260,20 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     search = job.make_search(model)
     stats = job.fit(model, train_split, after_step=search.step, progress=progress,
                     description=f"train+search {job.model}")
-    dense_test = accuracy(model, data.test)
+    dense = measured(job, data, model, "dense")
     scoring = time.perf_counter()
     scores = search.significance(job.estimator, sparsity=target["sparsity"],
                                  refit=job.refit and job.estimator in REFIT_AWARE)
     score_seconds = time.perf_counter() - scoring
     goal = dict(sparsity=target["sparsity"], min_accuracy=target["min_accuracy"],
-                evaluate=lambda m: accuracy(m, data.val), scope=job.scope)
+                evaluate=(lambda m: evaluate(m, data.val, "accuracy"))
+                if job.metric_name == "accuracy" else None, scope=job.scope)
     fit = None
     if job.refit:  # on the search's kept examples: what a training loop already holds
         examples, labels = search.calibration_batch()
         report, fit = prune_and_refit(model, scores, examples, labels=labels, **goal)
     else:
         report = prune(model, scores, **goal)
-    pruned_test = accuracy(model, data.test)
-    exact = {} if data.test_exact is None else {
-        "pruned_exact_accuracy": accuracy(model, data.test_exact)}
     return {
         "method": "bingo",
         "name": job.name,
@@ -245,10 +281,7 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         "dataset": job.dataset,
         "seed": job.seed,
         "sparsity": report.sparsity,
-        "dense_accuracy": dense_test,
-        "pruned_accuracy": pruned_test, **exact,
-        "dense_val_accuracy": report.accuracy_before,
-        "pruned_val_accuracy": report.accuracy_after if fit is None else fit.accuracy_after,
+        **dense, **measured(job, data, model, "pruned"),
         "refit": fit.to_dict() if fit is not None else None,
         "per_layer": {k: v.sparsity for k, v in report.layers.items()},
         "train_seconds": stats.seconds - stats.hook_seconds,
@@ -277,10 +310,8 @@ def _run_gradual(job: PruneJob, model, data, train_split, wall: float,
     return {
         "method": "bingo-gradual", "name": job.name, "model": job.model,
         "dataset": job.dataset, "seed": job.seed, "sparsity": report.sparsity,
-        "dense_accuracy": None, "pruned_accuracy": accuracy(model, data.test),
-        **({} if data.test_exact is None else {
-            "pruned_exact_accuracy": accuracy(model, data.test_exact)}),
-        "dense_val_accuracy": None, "pruned_val_accuracy": accuracy(model, data.val),
+        **{k: None for k in measured(job, data, None, "dense", names_only=True)},
+        **measured(job, data, model, "pruned"),
         "refit": None, "per_layer": {k: v.sparsity for k, v in report.layers.items()},
         "train_seconds": stats.seconds - stats.hook_seconds,
         "search_seconds": pruner.search.search_seconds, "score_seconds": 0.0,

@@ -50,7 +50,7 @@ def _one_shot(h: Harness, result: MethodResult, trained: Trained) -> None:
     weights are then solved against the trained model (bingo.refit)."""
     job, model, scores_at = h.job, trained.model, trained.scores_at
     recent = dict(zip(("examples", "labels"), trained.recent())) if job.refit else {}
-    result.dense_test_accuracy, result.dense_val_accuracy = h.test(model), h.val(model)
+    h.set_dense(result, model)
     for s in job.sparsities:
         m = copy.deepcopy(model)
         ramp, extra = None, {}
@@ -198,7 +198,7 @@ def _synflow(h, model, s):
 def _hybrid(h: Harness, result: MethodResult) -> None:
     trained = h.fresh()
     h.train(trained, description="train hybrid (dense)")
-    result.dense_test_accuracy, result.dense_val_accuracy = h.test(trained), h.val(trained)
+    h.set_dense(result, trained)
     for s in h.job.sparsities:
         model = copy.deepcopy(trained)
         prune(model, magnitude_scores(model), sparsity=_smart_budget(model, s))
@@ -268,7 +268,7 @@ def _layerwise(h: Harness, result: MethodResult) -> None:
     last layer dense where the goal allows it."""
     model, examples, reused = h.dense()
     result.seconds += reused
-    result.dense_test_accuracy, result.dense_val_accuracy = h.test(model), h.val(model)
+    h.set_dense(result, model)
     prune_fn = wanda if result.method == "wanda" else sparsegpt
     for s in h.job.sparsities:
         m = copy.deepcopy(model)

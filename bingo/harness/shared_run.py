@@ -12,9 +12,9 @@ from torch import nn
 
 from ..engine.targets import select_targets
 from ..pruning.masks import count_zeros
-from .data import load_dataset
+from .data import batches, load_dataset
 from .models import build_model
-from .training import accuracy
+from .training import evaluate
 
 if TYPE_CHECKING:
     from .compare_job import CompareJob
@@ -27,6 +27,7 @@ class MethodResult:
     threshold: Optional[Dict[str, Any]] = None                    # what the floor allowed
     dense_test_accuracy: Optional[float] = None
     dense_val_accuracy: Optional[float] = None
+    dense_val_loss: Optional[float] = None                        # text runs (loss metric)
     seconds: float = 0.0                                          # the method's whole run
     history: List[Dict[str, Any]] = field(default_factory=list)   # IMP rounds
 
@@ -39,6 +40,9 @@ class Harness:
         self.job, self.progress, self.log = job, progress, log
         self.data = load_dataset(job.dataset, job.data_dir)
         self.train_split = self.data.train.subset(job.train_limit)
+        self.metric = self.data.metric  # accuracy (images) or loss (text: lower is better)
+        # a point's headline figure: test accuracy, or (text has no test split) val loss
+        self.headline = "val_loss" if self.metric == "loss" else "test_accuracy"
         self.search_backend: Optional[str] = None  # set once BINGO has searched
         self.searched: Dict[str, Any] = {}  # granularity -> (model, search, seconds)
         self.calibrations: List[Dict[str, Any]] = []  # what each calibrated scoring chose
@@ -83,28 +87,44 @@ class Harness:
         return model, examples, 0.0
 
     def val(self, model: nn.Module) -> float:
-        return accuracy(model, self.data.val)
+        return evaluate(model, self.data.val, self.metric)
 
     def test(self, model: nn.Module) -> float:
-        return accuracy(model, self.data.test)
+        return evaluate(model, self.data.test, self.metric)
+
+    def figures(self, model: nn.Module) -> Dict[str, float]:
+        """What a point records: validation and test accuracy (and CIFAR-10's exact test
+        images'), or for text the validation loss."""
+        if self.metric == "loss":
+            return {"val_loss": self.val(model)}
+        return {"val_accuracy": self.val(model), "test_accuracy": self.test(model),
+                **self.exact(model)}
+
+    def set_dense(self, result: MethodResult, model: nn.Module) -> None:
+        """The dense model's figures, into ``result``."""
+        if self.metric == "loss":
+            result.dense_val_loss = self.val(model)
+        else:
+            result.dense_test_accuracy, result.dense_val_accuracy = (self.test(model),
+                                                                     self.val(model))
 
     def exact(self, model: nn.Module) -> Dict[str, float]:
         """CIFAR-10's accuracy on the 1,000 test images known pixel-exact (the rest of the
         shared test set is decoded JPEGs), beside the full test set's; {} elsewhere."""
         if self.data.test_exact is None:
             return {}
-        return {"test_exact_accuracy": accuracy(model, self.data.test_exact)}
+        return {"test_exact_accuracy": evaluate(model, self.data.test_exact, "accuracy")}
 
     def point(self, result: MethodResult, model: nn.Module, sparsity: float,
               **extra: Any) -> None:
-        p = {"sparsity": sparsity, "zeros": zero_share(model), "val_accuracy": self.val(model),
-             "test_accuracy": self.test(model), **self.exact(model), **extra}
+        p = {"sparsity": sparsity, "zeros": zero_share(model), **self.figures(model), **extra}
         result.points.append(p)
-        self.log(f"  {result.method:12s} sparsity {sparsity:.3f}: test {p['test_accuracy']:.4f}")
+        self.log(f"  {result.method:12s} sparsity {sparsity:.3f}: "
+                 f"{self.headline.replace('_', ' ')} {p[self.headline]:.4f}")
 
     def scoring_batch(self):
         n = min(self.job.score_batch, len(self.train_split))
-        return self.train_split.images[:n], self.train_split.labels[:n]
+        return next(batches(self.train_split, n, shuffle=False))
 
 
 def zero_share(model: nn.Module) -> float:

@@ -1,4 +1,5 @@
-"""The training loop every method shares, and accuracy evaluation."""
+"""The training loop every method shares, and evaluation (accuracy for images, the mean
+next-character loss for text)."""
 from __future__ import annotations
 
 import math
@@ -8,14 +9,17 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..engine.losses import cross_entropy
 from .data import Split, batches
 
 StepHook = Callable[[torch.Tensor, torch.Tensor], None]
-OPTIMIZERS = ("adam", "sgd")
-LR_SCHEDULES = ("constant", "cosine")
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "warmup-cosine")
+WARMUP_SHARE = 0.05  # warmup-cosine: the linear warm-up's share of the steps
+MIN_LR_SHARE = 0.1   # warmup-cosine: the cosine ends at this share of the peak (nanoGPT)
 
 
 @dataclass
@@ -28,29 +32,47 @@ class TrainStats:
 
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.9,
                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """Adam, or SGD with (heavy-ball) momentum; ``weight_decay`` is L2 added to the
-    gradient (He et al.'s CIFAR recipe: SGD, momentum 0.9, 1e-4 to 5e-4)."""
+    """Adam, AdamW, or SGD with (heavy-ball) momentum; ``weight_decay`` is L2 added to the
+    gradient for Adam and SGD (He et al.'s CIFAR recipe: SGD, momentum 0.9, 1e-4 to 5e-4)
+    and decoupled for AdamW (nanoGPT: 0.1 on the matrices, none on biases, LayerNorms and
+    embeddings; betas 0.9, 0.99)."""
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        params = list(params)
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.99))
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
 def lr_factor(schedule: str, total_steps: int):
-    """The learning rate's factor at each step: 1 (``constant``), or a cosine from 1 down
-    to 0 over the run (``cosine``, stepped after every optimizer step)."""
+    """The learning rate's factor at each step (stepped after every optimizer step): 1
+    (``constant``); a cosine from 1 down to 0 over the run (``cosine``); or a linear
+    warm-up over the first WARMUP_SHARE of the steps, then a cosine down to MIN_LR_SHARE
+    (``warmup-cosine``, nanoGPT's shape)."""
     if schedule == "constant":
         return lambda step: 1.0
     if schedule == "cosine":
         return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    if schedule == "warmup-cosine":
+        warm = max(1, round(WARMUP_SHARE * total_steps))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            done = min(1.0, (step - warm) / max(1, total_steps - warm))
+            return MIN_LR_SHARE + (1 - MIN_LR_SHARE) * 0.5 * (1.0 + math.cos(math.pi * done))
+        return factor
     raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of "
                      f"{LR_SCHEDULES}")
 
 
-def steps_per_epoch(split: Split, batch_size: int) -> int:
+def steps_per_epoch(split, batch_size: int) -> int:
     """Optimizer steps in one epoch of ``train`` (the last batch may be short)."""
     return math.ceil(len(split) / batch_size)
 
@@ -69,13 +91,41 @@ def accuracy(model: nn.Module, split: Split, batch_size: int = 2048) -> float:
         model.train(was_training)
 
 
-def train(model: nn.Module, split: Split, *, epochs: int, batch_size: int,
+@torch.no_grad()
+def mean_loss(model: nn.Module, split, batch_size: int = 256,
+              loss_fn: LossFn = cross_entropy) -> float:
+    """The mean loss per predicted position over a split's unshuffled batches (for text:
+    every window once), in eval mode; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        total, count = 0.0, 0
+        for x, y in batches(split, batch_size, shuffle=False):
+            total += float(loss_fn(model(x), y)) * y.numel()
+            count += y.numel()
+        return total / count
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: nn.Module, split, metric: str) -> float:
+    """A split's ``accuracy`` (higher is better) or ``loss`` (lower is better)."""
+    if metric == "accuracy":
+        return accuracy(model, split)
+    if metric == "loss":
+        return mean_loss(model, split)
+    raise ValueError(f"unknown metric {metric!r}; choose accuracy or loss")
+
+
+def train(model: nn.Module, split, *, epochs: int, batch_size: int,
           optimizer: torch.optim.Optimizer, seed: int = 0,
           after_step: Optional[StepHook] = None, progress: bool = True,
-          description: str = "train", lr_schedule: str = "constant") -> TrainStats:
-    """Plain supervised training with cross-entropy; ``after_step(x, y)`` runs after each
-    optimizer step (BINGO's search hooks in here), and the learning rate follows
-    ``lr_schedule`` over the run. Raises on a non-finite loss."""
+          description: str = "train", lr_schedule: str = "constant",
+          loss_fn: LossFn = cross_entropy) -> TrainStats:
+    """Plain supervised training with ``loss_fn`` (cross-entropy over the last dimension:
+    classes, or next characters); ``after_step(x, y)`` runs after each optimizer step
+    (BINGO's search hooks in here), and the learning rate follows ``lr_schedule`` over
+    the run. Raises on a non-finite loss."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     total = epochs * steps_per_epoch(split, batch_size)
@@ -92,7 +142,7 @@ def train(model: nn.Module, split: Split, *, epochs: int, batch_size: int,
         for _ in range(epochs):
             for x, y in batches(split, batch_size, generator):
                 optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(x), y)
+                loss = loss_fn(model(x), y)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(

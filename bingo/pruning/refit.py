@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.losses import cross_entropy
 from ..engine.targets import torch_pruned
 from .masks import Evaluate, PruneReport, bisect_sparsity, copy_model, prune
 
@@ -234,7 +235,7 @@ def refit(model: nn.Module, reference: nn.Module, examples: torch.Tensor, *,
           ridge: float = DEFAULT_RIDGE, layers: Optional[Sequence[str]] = None,
           batch_size: int = 512, evaluate: Optional[Evaluate] = None,
           labels: Optional[torch.Tensor] = None,
-          loss_fn: LossFn = F.cross_entropy) -> RefitReport:
+          loss_fn: LossFn = cross_entropy) -> RefitReport:
     """Refit the kept weights and biases of ``model``'s pruned layers in place, so that
     each layer's outputs on ``examples`` match ``reference``'s (see the module doc).
 

@@ -11,9 +11,9 @@ import copy
 from typing import Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ...engine.losses import cross_entropy
 from ...engine.targets import Target, select_targets
 from ...pruning.masks import prune
 
@@ -74,7 +74,7 @@ def snip_scores(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     targets = _targets(model, targets)
     params = _params(model, targets)
     with _Borrow(model, train_mode=False):
-        loss = F.cross_entropy(model(inputs), labels)
+        loss = cross_entropy(model(inputs), labels)
         grads = torch.autograd.grad(loss, params)
     return {t.name: (g * p).detach().abs() for t, g, p in zip(targets, grads, params)}
 
@@ -87,9 +87,9 @@ def grasp_scores(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     targets = _targets(model, targets)
     params = _params(model, targets)
     with _Borrow(model, train_mode=False):
-        loss = F.cross_entropy(model(inputs) / temperature, labels)
+        loss = cross_entropy(model(inputs) / temperature, labels)
         g = torch.autograd.grad(loss, params)
-        loss = F.cross_entropy(model(inputs) / temperature, labels)
+        loss = cross_entropy(model(inputs) / temperature, labels)
         g_graph = torch.autograd.grad(loss, params, create_graph=True)
         z = sum((a * b.detach()).sum() for a, b in zip(g_graph, g))
         hg = torch.autograd.grad(z, params)

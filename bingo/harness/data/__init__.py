@@ -17,22 +17,23 @@ from .common import (
 )
 from .mnist import load_mnist, read_idx
 from .splits import Splits
-from .text import CharCorpus, load_text
+from .text import CharCorpus, TextSplit, load_text, load_text_splits
 
 IMAGE_DATASETS = {"mnist": load_mnist, "cifar10": load_cifar10}
-DATASETS = ("mnist", "cifar10")  # what `bingo prune` / `bingo compare` train on
+READERS = {**IMAGE_DATASETS, "tinyshakespeare": load_text_splits}
+DATASETS = tuple(READERS)  # what `bingo prune` / `bingo compare` train on
+DATASET_METRIC = {"tinyshakespeare": "loss"}  # what a run reports; the others: accuracy
 
 
 def load_dataset(name: str, data_dir: Optional[str | os.PathLike] = None) -> Splits:
-    """An image dataset's splits by name (``mnist``, ``cifar10``)."""
+    """A dataset's splits by name (``mnist``, ``cifar10``, ``tinyshakespeare``)."""
     try:
-        reader = IMAGE_DATASETS[name]
+        reader = READERS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; available: "
-                         f"{', '.join(IMAGE_DATASETS)}") from None
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(READERS)}") from None
     return reader(data_dir)
 
 
-__all__ = ["CharCorpus", "DATASETS", "DataCorruptError", "DataNotFoundError", "IMAGE_DATASETS",
-           "Split", "Splits", "batches", "crop_and_flip", "load_cifar10", "load_dataset",
-           "load_mnist", "load_text", "read_idx", "resolve_data_dir"]
+__all__ = ["CharCorpus", "DATASETS", "DATASET_METRIC", "DataCorruptError", "DataNotFoundError", "IMAGE_DATASETS",
+           "Split", "Splits", "TextSplit", "batches", "crop_and_flip", "load_cifar10", "load_dataset",
+           "load_mnist", "load_text", "load_text_splits", "read_idx", "resolve_data_dir"]

@@ -56,17 +56,22 @@ class Split:
             return self
         return Split(self.images[:n], self.labels[:n], self.augment)
 
+    def batches(self, batch_size: int, generator: Optional[torch.Generator] = None,
+                shuffle: bool = True) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            x = self.images[idx]
+            yield (crop_and_flip(x, generator) if self.augment else x), self.labels[idx]
 
-def batches(split: Split, batch_size: int, generator: Optional[torch.Generator] = None,
+
+def batches(split, batch_size: int, generator: Optional[torch.Generator] = None,
             shuffle: bool = True) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches of a split, shuffled by ``generator`` (the last one may be short);
-    augmented from the same generator when the split asks for it."""
-    n = len(split)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for i in range(0, n, batch_size):
-        idx = order[i:i + batch_size]
-        x = split.images[idx]
-        yield (crop_and_flip(x, generator) if split.augment else x), split.labels[idx]
+    """Mini-batches of a split (a Split of images or a TextSplit of characters), shuffled
+    by ``generator`` (the last one may be short); augmented from the same generator when
+    the split asks for it."""
+    return split.batches(batch_size, generator, shuffle)
 
 
 def crop_and_flip(images: torch.Tensor, generator: Optional[torch.Generator],

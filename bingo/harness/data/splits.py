@@ -1,15 +1,15 @@
-"""A dataset as the harness uses it: train, validation and test splits."""
+"""A dataset as the harness uses it: train, validation and test splits, and the metric
+its runs report (``accuracy`` for images, ``loss`` for text: lower is better)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
-
-from .common import Split
+from typing import Any, Optional
 
 
 @dataclass
 class Splits:
-    train: Split
-    val: Split
-    test: Split
-    test_exact: Optional[Split] = None  # CIFAR-10: the test images known pixel-exact
+    train: Any  # a Split of images, or a TextSplit of characters
+    val: Any
+    test: Any
+    test_exact: Optional[Any] = None  # CIFAR-10: the test images known pixel-exact
+    metric: str = "accuracy"
