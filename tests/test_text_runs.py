@@ -85,6 +85,10 @@ def test_prune_runs_char_gpt_one_shot_and_gradually_with_loss_fields(data_dir, t
     assert result["config"]["optimizer"] == "adamw"  # the model's recipe
     assert result["config"]["lr_schedule"] == "warmup-cosine"
     assert result["train_steps"] == math.ceil((5999 // 64) / 12)
+    memory = result["memory"]  # the search's own state is O(parameters)
+    assert 0 < memory["search_state_mb"] < 6 * memory["parameter_mb"]
+    assert memory["kept_examples_mb"] == pytest.approx(16 * 64 * 2 * 8 / 2**20)
+    assert memory["peak_rss_mb_after_scoring"] >= memory["peak_rss_mb_after_training"] > 0
     out = tmp_path / "gradual.json"
     assert main(["prune", "--data-dir", str(data_dir), *GPT, "--sparsity", "0.7",
                  "--schedule", "gradual", "--gmp-every", "1", "--out", str(out)]) == 0

@@ -230,6 +230,23 @@ def environment() -> Dict[str, Any]:
     }
 
 
+def tensor_bytes(value: Any) -> int:
+    """Bytes of every tensor in a nested state (dicts, lists, tuples)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measured(job: RunSetup, data, model, prefix: str,
              names_only: bool = False) -> Dict[str, Optional[float]]:
     """A run's figures of ``model`` under ``prefix`` (dense / pruned): test and validation
@@ -261,10 +278,16 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     stats = job.fit(model, train_split, after_step=search.step, progress=progress,
                     description=f"train+search {job.model}")
     dense = measured(job, data, model, "dense")
+    rss_trained = peak_rss_mb()
     scoring = time.perf_counter()
     scores = search.significance(job.estimator, sparsity=target["sparsity"],
                                  refit=job.refit and job.estimator in REFIT_AWARE)
     score_seconds = time.perf_counter() - scoring
+    kept = tensor_bytes(search.calibration_batch()) if job.calibration else 0
+    memory = {"parameter_mb": tensor_bytes(dict(model.state_dict())) / 2**20,
+              "search_state_mb": (tensor_bytes(search.state_dict()) - kept) / 2**20,
+              "kept_examples_mb": kept / 2**20, "peak_rss_mb_after_training": rss_trained,
+              "peak_rss_mb_after_scoring": peak_rss_mb()}
     goal = dict(sparsity=target["sparsity"], min_accuracy=target["min_accuracy"],
                 evaluate=(lambda m: evaluate(m, data.val, "accuracy"))
                 if job.metric_name == "accuracy" else None, scope=job.scope)
@@ -292,6 +315,7 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         "train_steps": stats.steps,
         "searches": search.totals.searches,
         "prune_evaluations": report.evaluations,
+        "memory": memory,
         "config": {**asdict(job), **target, "variants": search.variants,
                    "effective_fraction": search.effective_fraction, "backend": search.backend},
         "calibration": search.last_calibration.to_dict() if search.last_calibration else None,
