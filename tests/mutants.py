@@ -162,6 +162,21 @@ MUTANTS: List[Mutant] = [
     Mutant("wanda-no-norms", "bingo/harness/baselines/layerwise.py",
            "score = w.abs() * norms[None, :]", "score = w.abs()",
            ("tests/test_layerwise.py",), "Wanda ranks by |w| alone, without the input norms"),
+    Mutant("screen-keeps-worst", "bingo/evidence/calibrated.py",
+           "sorted(at_global, key=at_global.get)[:SCREEN]",
+           "sorted(at_global, key=at_global.get)[-SCREEN:]", ("tests/test_estimators.py",),
+           "beyond four targets the calibrated estimator balances the worst candidates"),
+    Mutant("predicted-sign", "bingo/evidence/calibrated.py",
+           "more[n] = float((curvature - g * w)[removed].sum())",
+           "more[n] = float((curvature + g * w)[removed].sum())", ("tests/test_estimators.py",),
+           "the predicted change of pruning more takes the gradient term with the wrong sign"),
+    Mutant("text-targets-unshifted", "bingo/harness/data/text.py",
+           "yield window[:, :-1], window[:, 1:]", "yield window[:, :-1], window[:, :-1]",
+           ("tests/test_text_runs.py",), "text targets are the inputs, not the next characters"),
+    Mutant("sequence-loss-flat", "bingo/engine/reference.py",
+           "labels = self.labels.expand(v, *self.labels.shape).flatten()",
+           "labels = self.labels.repeat(v)", ("tests/test_text_runs.py",),
+           "the batched score pairs sequence variants with the wrong labels"),
 ]
 
 

@@ -6,7 +6,7 @@ the command line does not say (a RunSetup field left at None takes its model's v
   0 over 15 epochs (He et al.'s CIFAR recipe, shortened to fit the 2-core CPU);
 * ``char-gpt``: AdamW 1e-3 (decoupled weight decay 0.1 on the matrices, betas 0.9/0.99),
   batch 12 windows of 64 characters, linear warm-up then a cosine to a tenth, 2 epochs
-  (2,614 steps; nanoGPT's CPU configuration runs 2,000), 256 kept sequences for the
+  (2,616 steps; nanoGPT's CPU configuration runs 2,000), 256 kept sequences for the
   measured estimators (16,384 characters).
 """
 from __future__ import annotations
