@@ -1,0 +1,72 @@
+"""What the calibrated estimator's cost buys on a model beyond four targets (issue 22):
+one default training run of ``--model`` (its recipe), then the estimator at ``--sparsity``
+with its many-target knobs varied one at a time (swaps, candidates balanced, finest step)
+and with fewer kept examples (the first N of the kept ones), each scored by the pruned
+model's held-out figure (validation loss for text, validation accuracy for images).
+
+    python experiments/estimator_cost.py --data-dir ../shared/data --model char-gpt \
+        --dataset tinyshakespeare --sparsity 0.5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from bingo.evidence import calibrated
+from bingo.harness.data import load_dataset
+from bingo.harness.jobs import PruneJob
+from bingo.harness.models import build_model
+from bingo.harness.training import evaluate
+from bingo.pruning.masks import copy_model, prune
+
+VARIANTS = [("default", {}, None), ("swaps 5", {"MANY_SWAPS": 5}, None),
+            ("no swaps", {"MANY_SWAPS": 0}, None), ("screen 1", {"SCREEN": 1}, None),
+            ("finest 1/40", {"MANY_FINEST": 40}, None), ("kept 128", {}, 128),
+            ("kept 64", {}, 64)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--model", default="char-gpt")
+    p.add_argument("--dataset", default="tinyshakespeare")
+    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    job = PruneJob(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
+                   sparsity=args.sparsity, seed=args.seed)
+    data = load_dataset(job.dataset, job.data_dir)
+    torch.manual_seed(job.seed)
+    model = build_model(job.model)
+    search = job.make_search(model)
+    stats = job.fit(model, data.train, after_step=search.step, progress=False)
+    metric = job.metric_name
+    print(json.dumps({"train_seconds": stats.seconds, "dense": evaluate(model, data.val, metric)}))
+    kept = search._calibration
+    for name, knobs, examples in VARIANTS:
+        saved = {k: getattr(calibrated, k) for k in knobs}
+        for k, v in knobs.items():
+            setattr(calibrated, k, v)
+        original = search.calibration_batch
+        if examples is not None:
+            x, y = kept.batch()
+            search.calibration_batch = lambda x=x, y=y: (x[:examples], y[:examples])
+        start = time.perf_counter()
+        scores = search.significance("calibrated", sparsity=args.sparsity)
+        seconds = time.perf_counter() - start
+        search.calibration_batch = original
+        for k, v in saved.items():
+            setattr(calibrated, k, v)
+        pruned = copy_model(model)
+        prune(pruned, scores, sparsity=args.sparsity)
+        c = search.last_calibration
+        print(json.dumps({"variant": name, "seconds": round(seconds, 1),
+                          "evaluations": c.evaluations, "chosen": c.chosen,
+                          metric: evaluate(pruned, data.val, metric)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
