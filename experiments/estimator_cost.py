@@ -45,15 +45,14 @@ def main() -> None:
     stats = job.fit(model, data.train, after_step=search.step, progress=False)
     metric = job.metric_name
     print(json.dumps({"train_seconds": stats.seconds, "dense": evaluate(model, data.val, metric)}))
-    kept = search._calibration
+    kept = search.calibration_batch()
     for name, knobs, examples in VARIANTS:
         saved = {k: getattr(calibrated, k) for k in knobs}
         for k, v in knobs.items():
             setattr(calibrated, k, v)
         original = search.calibration_batch
-        if examples is not None:
-            x, y = kept.batch()
-            search.calibration_batch = lambda x=x, y=y: (x[:examples], y[:examples])
+        if examples is not None:  # the first N kept examples, for this variant only
+            search.calibration_batch = lambda n=examples: (kept[0][:n], kept[1][:n])
         start = time.perf_counter()
         scores = search.significance("calibrated", sparsity=args.sparsity)
         seconds = time.perf_counter() - start

@@ -63,7 +63,8 @@ def global_counts(scores: Scores, sparsity: float) -> Dict[str, int]:
     return {n: int((~k).sum()) for n, k in keep_at(scores, sparsity).items()}
 
 
-def balance_budgets(meter: Meter, scores: Scores, sparsity: float) -> tuple:
+def balance_budgets(meter: Meter, scores: Scores, sparsity: float,
+                    ranks: Optional[Dict[str, torch.Tensor]] = None) -> tuple:
     """Per-layer pruned counts with the measured loss as low as moving weight budget
     between pairs of layers can make it (the total stays round(sparsity * n)): start at
     the global ranking's split, try moves of ``step`` weights from one layer to another,
@@ -74,7 +75,7 @@ def balance_budgets(meter: Meter, scores: Scores, sparsity: float) -> tuple:
     and took ~600 forwards per candidate), so each round first probes every layer alone,
     pruning ``step`` more and ``step`` fewer (2n forwards), and tries only the
     ``PAIR_TRIALS`` pairs those probes predict to gain most."""
-    ranks = layer_ranks(scores)
+    ranks = layer_ranks(scores) if ranks is None else ranks  # given: already computed
     sizes = {n: s.numel() for n, s in scores.items()}
     measured: Dict[tuple, float] = {}  # a third of the trials revisit a split (a move back)
 
@@ -164,7 +165,7 @@ def calibrate(search: "SearchEngine", sparsity: float, swaps: bool,
     report = Calibration(sparsity, len(meter.labels))
     best_name, best_loss, best, keep = "", float("inf"), None, {}
     candidates = candidate_scores(search, available(search))
-    balanced = candidates
+    balanced, ranks = candidates, {}
     if len(search.targets) > PAIR_LAYERS:  # many targets: balance the screened best only
         ranks = {name: layer_ranks(scores) for name, scores in candidates.items()}
         at_global = {name: meter.loss(ranks[name], global_counts(scores, sparsity))
@@ -172,7 +173,7 @@ def calibrate(search: "SearchEngine", sparsity: float, swaps: bool,
         report.losses.update(at_global)
         balanced = {n: candidates[n] for n in sorted(at_global, key=at_global.get)[:SCREEN]}
     for name, scores in balanced.items():
-        pruned, value = balance_budgets(meter, scores, sparsity)
+        pruned, value = balance_budgets(meter, scores, sparsity, ranks.get(name))
         report.losses[name] = value
         report.budgets[name] = {n: pruned[n] / scores[n].numel() for n in pruned}
         if value < best_loss:

@@ -80,8 +80,8 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
                    help="default: the model's recipe")
     p.add_argument("--lr", type=float, default=None, help="default: the model's recipe")
     p.add_argument("--weight-decay", type=float, default=None,
-                   help="L2 weight decay (adam, sgd), decoupled for adamw (on matrices "
-                        "only); default: the model's recipe")
+                   help="L2 weight decay (adam, sgd), decoupled for adamw (on tensors of 2+ "
+                        "dimensions); default: the model's recipe")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
                    help="constant; cosine from --lr down to 0 over the run; warmup-cosine: "
                         "a linear warm-up over 5%% of the steps, then a cosine to a tenth; "

@@ -247,10 +247,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measured(job: RunSetup, data, model, prefix: str,
-             names_only: bool = False) -> Dict[str, Optional[float]]:
+def measured(job: RunSetup, data, model, prefix: str) -> Dict[str, Optional[float]]:
     """A run's figures of ``model`` under ``prefix`` (dense / pruned): test and validation
-    accuracy (and CIFAR-10's exact test images') for images, the validation loss for text."""
+    accuracy (and CIFAR-10's exact test images') for images, the validation loss for text;
+    each None when ``model`` is (a figure the run has no model for)."""
     if job.metric_name == "loss":
         splits = {f"{prefix}_val_loss": (data.val, "loss")}
     else:
@@ -258,9 +258,8 @@ def measured(job: RunSetup, data, model, prefix: str,
                   f"{prefix}_val_accuracy": (data.val, "accuracy")}
         if data.test_exact is not None:
             splits[f"{prefix}_exact_accuracy"] = (data.test_exact, "accuracy")
-    if names_only:
-        return dict.fromkeys(splits)
-    return {k: evaluate(model, split, metric) for k, (split, metric) in splits.items()}
+    return {k: None if model is None else evaluate(model, split, metric)
+            for k, (split, metric) in splits.items()}
 
 
 def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
@@ -334,7 +333,7 @@ def _run_gradual(job: PruneJob, model, data, train_split, wall: float,
     return {
         "method": "bingo-gradual", "name": job.name, "model": job.model,
         "dataset": job.dataset, "seed": job.seed, "sparsity": report.sparsity,
-        **{k: None for k in measured(job, data, None, "dense", names_only=True)},
+        **measured(job, data, None, "dense"),
         **measured(job, data, model, "pruned"),
         "refit": None, "per_layer": {k: v.sparsity for k, v in report.layers.items()},
         "train_seconds": stats.seconds - stats.hook_seconds,

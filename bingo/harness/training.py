@@ -34,8 +34,8 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.9,
                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """Adam, AdamW, or SGD with (heavy-ball) momentum; ``weight_decay`` is L2 added to the
     gradient for Adam and SGD (He et al.'s CIFAR recipe: SGD, momentum 0.9, 1e-4 to 5e-4)
-    and decoupled for AdamW (nanoGPT: 0.1 on the matrices, none on biases, LayerNorms and
-    embeddings; betas 0.9, 0.99)."""
+    and decoupled for AdamW (nanoGPT: on every tensor of two or more dimensions, the
+    matrices and embeddings, none on biases and LayerNorms; betas 0.9, 0.99)."""
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     if name == "adam":
