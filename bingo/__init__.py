@@ -9,6 +9,7 @@ from .evidence.estimators import ESTIMATORS
 from .evidence.ticket_search import TicketSearch
 from .harness.baselines.gmp import GradualMagnitudePruning
 from .pruning import export
+from .pruning.batchnorm import recalibrate_batchnorm
 from .pruning.gradual import GradualPruning
 from .pruning.gradual_ticket import GradualTicketPruning
 from .pruning.masks import PruneReport, prune
@@ -16,6 +17,7 @@ from .pruning.refit import RefitReport, prune_and_refit, refit
 
 __version__ = "0.1.0"
 __all__ = ["TicketSearch", "SearchRecord", "prune", "PruneReport", "refit", "prune_and_refit",
+           "recalibrate_batchnorm",
            "RefitReport", "GradualPruning", "GradualTicketPruning", "GradualMagnitudePruning",
            "RULES",
            "select_targets", "available_backends", "select_backend", "ESTIMATORS", "estimators",

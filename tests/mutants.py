@@ -177,6 +177,17 @@ MUTANTS: List[Mutant] = [
            "labels = self.labels.expand(v, *self.labels.shape).flatten()",
            "labels = self.labels.repeat(v)", ("tests/test_text_runs.py",),
            "the batched score pairs sequence variants with the wrong labels"),
+    Mutant("meter-stale-batchnorm", "bingo/evidence/meter.py",
+           "batch_stats=True)", "batch_stats=False)", ("tests/test_batchnorm.py",),
+           "the estimators measure masks with the dense network's BatchNorm statistics"),
+    Mutant("recalibrate-momentum", "bingo/pruning/batchnorm.py",
+           "bn.momentum = None  # cumulative", "bn.momentum = 0.1  # cumulative",
+           ("tests/test_batchnorm.py",),
+           "the re-estimated statistics are an exponential average from the reset values"),
+    Mutant("borrowed-tracks-stats", "bingo/engine/borrow.py",
+           "bn.training, bn.track_running_stats = True, False",
+           "bn.training, bn.track_running_stats = True, True", ("tests/test_batchnorm.py",),
+           "a measurement with batch statistics writes the BatchNorm buffers"),
 ]
 
 

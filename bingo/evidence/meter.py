@@ -28,7 +28,8 @@ class Meter:
         self.search = search
         self.inputs, self.labels = search.calibration_batch()
         self.weights = weights_of(search)
-        self.borrowed = Borrowed(search.model, [w.device for w in self.weights.values()])
+        self.borrowed = Borrowed(search.model, [w.device for w in self.weights.values()],
+                                 batch_stats=True)  # BatchNorm as after recalibration
         self.evaluations = 0
         self.layers = sequential_layers(search.model, search.targets)
         self._prefixes = Prefixes(self.layers) if self.layers is not None else None

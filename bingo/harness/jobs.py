@@ -19,6 +19,7 @@ from ..engine.search import DEFAULT_CALIBRATION
 from ..evidence.estimators import MEASURING_ESTIMATORS, REFIT_AWARE, SEARCH_ESTIMATORS
 from ..evidence.ticket_search import TicketSearch
 from ..pruning.masks import prune
+from ..pruning.batchnorm import recalibrate_batchnorm
 from ..pruning.refit import prune_and_refit
 from ..pruning.schedule import CubicSchedule
 from .data import DATASET_METRIC, load_dataset
@@ -296,6 +297,7 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         report, fit = prune_and_refit(model, scores, examples, labels=labels, **goal)
     else:
         report = prune(model, scores, **goal)
+    norms = recalibrate_batchnorm(model, search.calibration_batch()[0]) if job.calibration else 0
     return {
         "method": "bingo",
         "name": job.name,
@@ -305,6 +307,7 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         "sparsity": report.sparsity,
         **dense, **measured(job, data, model, "pruned"),
         "refit": fit.to_dict() if fit is not None else None,
+        "batchnorm_recalibrated": norms,
         "per_layer": {k: v.sparsity for k, v in report.layers.items()},
         "train_seconds": stats.seconds - stats.hook_seconds,
         "search_seconds": search.search_seconds,

@@ -11,10 +11,12 @@ from typing import Callable, Dict, NamedTuple, Optional, Tuple
 import torch
 from torch import nn
 
+from ..engine.borrow import batchnorm_layers
 from ..engine.calibration import CalibrationBuffer
 from ..engine.targets import select_targets
 from ..evidence.estimators import REFIT_AWARE
 from ..pruning.gradual import RAMP_SHARE, ramp_from_scores
+from ..pruning.batchnorm import recalibrate_batchnorm
 from ..pruning.gradual_ticket import GradualTicketPruning
 from ..pruning.masks import current_masks, prune
 from ..pruning.refit import prune_and_refit
@@ -47,9 +49,12 @@ class Trained(NamedTuple):
 def _one_shot(h: Harness, result: MethodResult, trained: Trained) -> None:
     """Prune trained weights by ``scores_at(s)`` to each sparsity s, and/or down to the floor
     (``scores_at(None)``: the scores for a bisection); with ``refit``, each mask's kept
-    weights are then solved against the trained model (bingo.refit)."""
+    weights are then solved against the trained model (bingo.refit). A model with
+    BatchNorm then has its statistics re-estimated on the same examples (every row alike)."""
     job, model, scores_at = h.job, trained.model, trained.scores_at
-    recent = dict(zip(("examples", "labels"), trained.recent())) if job.refit else {}
+    norms = bool(batchnorm_layers(model))
+    recent = (dict(zip(("examples", "labels"), trained.recent()))
+              if job.refit or norms else {})
     h.set_dense(result, model)
     for s in job.sparsities:
         m = copy.deepcopy(model)
@@ -64,6 +69,8 @@ def _one_shot(h: Harness, result: MethodResult, trained: Trained) -> None:
                      "refit_kept": fit.kept, "refit_seconds": fit.seconds}
         else:
             prune(m, scores_at(s), sparsity=s)
+        if norms:
+            extra["batchnorm_recalibrated"] = recalibrate_batchnorm(m, recent["examples"])
         if job.finetune_epochs:
             h.train(m, epochs=job.finetune_epochs, after_step=ramp,
                     description=f"fine-tune {result.method}")
@@ -133,8 +140,8 @@ def train_and_score(h: "Harness", method: str,
             return scores
         return Trained(model, scores_at, reused, search.calibration_batch)
     model = h.fresh()
-    recent = CalibrationBuffer(h.job.calibration)  # fed only when --refit will read it
-    h.train(model, after_step=recent.add if h.job.refit else None,
+    recent = CalibrationBuffer(h.job.calibration)  # fed only where --refit or BatchNorm reads it
+    h.train(model, after_step=recent.add if h.job.refit or batchnorm_layers(model) else None,
             description=f"train {method}")
     scores = magnitude_scores(model)
     return Trained(model, lambda s: scores, 0.0, recent.batch)
@@ -275,8 +282,10 @@ def _layerwise(h: Harness, result: MethodResult) -> None:
         budgets = uniform_budgets(m, s)
         start = time.perf_counter()
         prune_fn(m, examples, s, budgets)
+        norms = recalibrate_batchnorm(m, examples)
         h.point(result, m, s, prune_seconds=time.perf_counter() - start,
-                last_layer_dense=list(budgets.values())[-1] == 0.0)
+                last_layer_dense=list(budgets.values())[-1] == 0.0,
+                **({"batchnorm_recalibrated": norms} if norms else {}))
     _grid_threshold(h, result)
 
 
