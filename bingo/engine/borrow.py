@@ -1,7 +1,8 @@
 """Borrowing the user's model for a measurement: eval mode and the RNG state saved on
 entry and restored on exit, so a search or an event leaves nothing of the user's changed.
 
-``batch_stats=True`` (the measured estimators and the gradual events): BatchNorm layers
+``batch_stats=True`` (the measured estimators' ``Meter``; the gradual events keep the
+running statistics, which training keeps current): BatchNorm layers
 normalize by the measured batch's own statistics and leave their running buffers alone.
 Why: after a large cut the running statistics belong to the dense network; measured with
 them, every 90% mask of a trained ResNet-20 scored the chance loss ln 10, so the

@@ -46,15 +46,21 @@ class Trained(NamedTuple):
     # whether a refit is kept). Every run has the same data order, so the same images.
 
 
+def _recalibrated(model: nn.Module, examples: torch.Tensor) -> Dict[str, int]:
+    """A one-shot row's BatchNorm statistics re-estimated on its kept examples; the point's
+    record of it (nothing for a model without BatchNorm)."""
+    layers = recalibrate_batchnorm(model, examples)
+    return {"batchnorm_recalibrated": layers} if layers else {}
+
+
 def _one_shot(h: Harness, result: MethodResult, trained: Trained) -> None:
     """Prune trained weights by ``scores_at(s)`` to each sparsity s, and/or down to the floor
     (``scores_at(None)``: the scores for a bisection); with ``refit``, each mask's kept
     weights are then solved against the trained model (bingo.refit). A model with
     BatchNorm then has its statistics re-estimated on the same examples (every row alike)."""
     job, model, scores_at = h.job, trained.model, trained.scores_at
-    norms = bool(batchnorm_layers(model))
     recent = (dict(zip(("examples", "labels"), trained.recent()))
-              if job.refit or norms else {})
+              if job.refit or batchnorm_layers(model) else {})
     h.set_dense(result, model)
     for s in job.sparsities:
         m = copy.deepcopy(model)
@@ -69,8 +75,8 @@ def _one_shot(h: Harness, result: MethodResult, trained: Trained) -> None:
                      "refit_kept": fit.kept, "refit_seconds": fit.seconds}
         else:
             prune(m, scores_at(s), sparsity=s)
-        if norms:
-            extra["batchnorm_recalibrated"] = recalibrate_batchnorm(m, recent["examples"])
+        if recent:
+            extra.update(_recalibrated(m, recent["examples"]))
         if job.finetune_epochs:
             h.train(m, epochs=job.finetune_epochs, after_step=ramp,
                     description=f"fine-tune {result.method}")
@@ -282,10 +288,9 @@ def _layerwise(h: Harness, result: MethodResult) -> None:
         budgets = uniform_budgets(m, s)
         start = time.perf_counter()
         prune_fn(m, examples, s, budgets)
-        norms = recalibrate_batchnorm(m, examples)
         h.point(result, m, s, prune_seconds=time.perf_counter() - start,
                 last_layer_dense=list(budgets.values())[-1] == 0.0,
-                **({"batchnorm_recalibrated": norms} if norms else {}))
+                **_recalibrated(m, examples))
     _grid_threshold(h, result)
 
 

@@ -33,7 +33,7 @@ def recalibrate_batchnorm(model: nn.Module, examples: torch.Tensor,
     if batch_size < 2:
         raise ValueError(f"batch_size must be at least 2, got {batch_size}")
     momenta = [bn.momentum for bn in layers]
-    device = next(iter(model.parameters())).device
+    device = layers[0].running_mean.device
     try:
         with Borrowed(model, [device]), torch.no_grad():
             for bn in layers:
