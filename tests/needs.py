@@ -35,3 +35,14 @@ def triton(module_level: bool = False) -> ModuleType:
         _missing("triton is not installed", "pip install -e '.[test]' installs it",
                  module_level)
     return module
+
+
+def extra(package: str) -> ModuleType:
+    """An optional extra's package (lightning, transformers); skip (fail under CI=1) when it
+    is not installed."""
+    import importlib
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        _missing(f"the {package} extra is not installed",
+                 f"pip install -e '.[{package}]' installs it", module_level=True)

@@ -118,9 +118,9 @@ def test_small_activation_budget_splits_the_pass_same_results(mnist, fresh_seed,
         budget = 3 * 50 * 8 * 24 * 24 * 4  # three variants' conv1 output per pass
         monkeypatch.setattr(batched, "ACTIVATION_BUDGET", budget)
         passes = []
-        chunks = batched.variant_chunks
-        monkeypatch.setattr(batched, "variant_chunks",
-                            lambda p, size: passes.append(size) or chunks(p, size))
+        chunks = SearchBatch.chunks
+        monkeypatch.setattr(SearchBatch, "chunks",
+                            lambda self, p, size: passes.append(size) or chunks(self, p, size))
         split = batched.evaluate_variants(plan, targets, current, initial, batch, ops=reference)
     assert passes == [3]
     _close(split, whole, "loss", 50)

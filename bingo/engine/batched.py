@@ -31,7 +31,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from . import reference
-from .reference import SearchBatch, SearchPlan, variant_chunks
+from .reference import SearchBatch, SearchPlan
 from .targets import Target
 
 # Variants evaluated in one pass, at most; fewer when one variant's widest activation is
@@ -145,7 +145,7 @@ def evaluate_sequential(plan: SearchPlan, layers: Sequence[Layer],
     before = float(batch.score(h.unsqueeze(0))[0])
     after: List[float] = []
     per_pass = max(1, min(BATCHED_VARIANTS, ACTIVATION_BUDGET // max(widest, 1)))
-    for chunk in variant_chunks(plan, per_pass):
+    for chunk in batch.chunks(plan, per_pass):
         h = None  # [V, B, ...] once the first target layer has run
         for _, m, t in layers[first:]:
             if t is None:
@@ -170,7 +170,7 @@ def evaluate_vmapped(plan: SearchPlan, targets: Sequence[Target],
     def forward(overrides):
         return functional_call(batch.model, overrides, (batch.inputs,))
 
-    for chunk in variant_chunks(plan, BATCHED_VARIANTS):
+    for chunk in batch.chunks(plan, BATCHED_VARIANTS):
         stacked = {}
         for t in targets:
             stacked[t.name] = ops.masked_weights(plan, chunk, t, current[t.name], initial[t.name])

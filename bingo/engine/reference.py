@@ -65,6 +65,14 @@ class SearchBatch:
     labels: torch.Tensor
     metric: str          # "loss" or "accuracy"
     loss_fn: LossFn
+    variants: Optional[Sequence[int]] = None  # the ones this process evaluates (None: all)
+
+    def chunks(self, plan: SearchPlan, size: int = VARIANT_CHUNK) -> List[Sequence[int]]:
+        """The variants this process evaluates (all, or a rank's share), ``size`` at a time."""
+        if self.variants is None:
+            return variant_chunks(plan, size)
+        owned = list(self.variants)
+        return [owned[a:a + size] for a in range(0, len(owned), size)]
 
     def score(self, outputs: torch.Tensor) -> torch.Tensor:
         """The metric of each leading slice of ``outputs`` [V, B, classes], as a [V] tensor."""
@@ -157,7 +165,8 @@ def evaluate_variants(plan: SearchPlan, targets: Sequence[Target],
                       current: Mapping[str, torch.Tensor], initial: Mapping[str, torch.Tensor],
                       batch: SearchBatch,
                       masks_fn: Optional[MasksFn] = None) -> tuple[float, List[float]]:
-    """Metric of the unchanged model, then of each variant, in variant order.
+    """Metric of the unchanged model, then of each variant, in variant order (of the
+    batch's own ``variants`` where it names them: a rank's share).
 
     One functional call per variant: this loop is the specification. ``masks_fn``
     lets a backend supply its own ``subset_masks`` (same signature).
@@ -166,7 +175,7 @@ def evaluate_variants(plan: SearchPlan, targets: Sequence[Target],
     device = current[targets[0].name].device
     before = batch.evaluate({})
     after = []
-    for chunk in variant_chunks(plan):
+    for chunk in batch.chunks(plan):
         masks = masks_fn(plan, chunk, targets, device)
         for j in range(len(chunk)):
             variant = [m[j] for m in masks]

@@ -25,6 +25,7 @@ from . import search_state
 from .borrow import Borrowed
 from .calibration import CalibrationBuffer
 from .dispatch import backend_name, select_backend
+from .distributed import AUTO, Ranks, local_module
 from .losses import cross_entropy
 from .proxies import DEFAULT_PROXY_EVERY, Proxies
 from .reference import SearchBatch, SearchPlan
@@ -88,6 +89,17 @@ class SearchEngine:
             per-layer regression of damage on feature sums (:mod:`bingo.engine.regression`,
             the ``regression`` estimator; needs variants >= 2 at weight granularity).
             0 (the default) skips it: every step doubles a K = 8 search step on CPU.
+        group: the ``torch.distributed`` processes the search spans (:mod:`bingo.engine.
+            distributed`): "auto" (the default: every process, once torch.distributed is
+            initialized), a ProcessGroup, or None (this process alone). Spanning W ranks,
+            each rank keeps ``calibration / W`` of the kept examples, a measured loss is
+            their mean over every rank, and a step's K metrics are exchanged. Pass the
+            DistributedDataParallel model or its ``.module``; build the search on every
+            rank with the same arguments.
+        rank_split: how a step spanning ranks divides its variants' work: "examples"
+            (each rank all K on its own slice of the batch, the metrics averaged; the
+            faster on the 2-core CPU) or "variants" (the batch gathered, rank r
+            evaluating variants r, r + W, ...); both give one process's numbers.
     """
 
     def __init__(self, model: nn.Module, *, fraction: float = 0.05, variants: int = 0,
@@ -97,7 +109,8 @@ class SearchEngine:
                  loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
                  reset_to: str = "init", proxy_decay: float = 1.0,
                  proxy_every: int = DEFAULT_PROXY_EVERY, movement: bool = True,
-                 calibration: int = DEFAULT_CALIBRATION, regression_every: int = 0):
+                 calibration: int = DEFAULT_CALIBRATION, regression_every: int = 0,
+                 group: Any = AUTO, rank_split: str = "examples"):
         if isinstance(variants, bool) or not isinstance(variants, int) or variants < 0:
             raise ValueError(f"variants must be an integer >= 0 (subsets evaluated per step; "
                              f"0 keeps only the gradient proxies and calibration batches), "
@@ -121,6 +134,8 @@ class SearchEngine:
                 or regression_every < 0):
             raise ValueError(f"regression_every must be an integer >= 0 (0: no regression), "
                              f"got {regression_every!r}")
+        model = local_module(model)
+        self.ranks = Ranks(group, rank_split)
         self.model = model
         self.proxy_every = proxy_every
         self.regression_every = regression_every
@@ -155,7 +170,7 @@ class SearchEngine:
         self.proxies = Proxies(self.targets, params, proxy_decay, movement=movement)
         self.regression = SubsetRegression(self.targets)  # fed at weight granularity, K >= 2
         self._zeros: Optional[Dict[str, torch.Tensor]] = None  # reset_values() for "zero"
-        self._calibration = CalibrationBuffer(calibration)  # the most recent examples
+        self._calibration = CalibrationBuffer(calibration, self.ranks)  # most recent
         self._states = []
         for t in self.targets:
             p = params[t.name]
@@ -167,6 +182,7 @@ class SearchEngine:
         self.search_seconds = 0.0
         self.last_calibration = None  # what the calibrated estimator measured, once asked
         self._masked_ok = False  # GradualTicketPruning's: targets read as <attr>_orig
+        self.ranks.agree_search(self.config(), calibration, list(self._initial.values()))
 
     # ------------------------------------------------------------------ info
     @property
@@ -261,11 +277,18 @@ class SearchEngine:
         return zeros
 
     def calibration_batch(self) -> tuple:
-        """The kept examples (the most recent ``calibration``) as one (inputs, labels) batch."""
+        """The kept examples (the most recent ``calibration``) as one (inputs, labels) batch;
+        spanning W ranks, this rank's share (its most recent ``calibration / W``)."""
         if not len(self._calibration):
             raise ValueError("no calibration examples: run step() during training (with "
                              "calibration > 0) before asking for the calibrated estimator")
         return self._calibration.batch()
+
+    def kept_examples(self) -> tuple:
+        """Every rank's kept examples gathered (``calibration_batch()`` in one process): what
+        a refit or a BatchNorm re-estimate reads, so that it comes out alike on every rank."""
+        self.calibration_batch()  # its error if there are none
+        return self._calibration.everywhere()
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> SearchRecord:
         """Run one search on this batch (call it after ``optimizer.step()``)."""
@@ -281,10 +304,13 @@ class SearchEngine:
         if self.variants:
             plan = self.plan(self.step_count)
             devices = [p.device for p in current.values()]
+            ranks = self.ranks  # spanning ranks: what this rank measures, then exchanged
+            x, y, owned = ranks.search_batch(inputs, targets, self.variants)
             with Borrowed(self.model, devices), torch.no_grad():
-                batch = SearchBatch(self.model, inputs, targets, self.metric, self.loss_fn)
+                batch = SearchBatch(self.model, x, y, self.metric, self.loss_fn, owned)
                 before, after = backend.evaluate_variants(plan, self.targets, current,
                                                           reset, batch)
+            before, after = ranks.search_metrics(before, after, self.variants, len(y))
             self._check_finite(before, after)
             higher_is_better = self.metric == "accuracy"
             changes = [SearchChange.from_metrics(before, a, higher_is_better) for a in after]

@@ -161,8 +161,12 @@ def calibrate(search: "SearchEngine", sparsity: float, swaps: bool,
     """The ``budgeted`` (``swaps=False``) or ``calibrated`` estimator's scores for
     ``sparsity``, ``refit=True``: the mask best after a refit (see :func:`refit_choice`);
     the report goes to ``search.last_calibration``."""
+    if refit and search.ranks.active:
+        raise ValueError("refit=True solves each layer on this process's kept examples, "
+                         "and a search spanning ranks keeps a share of them on each rank: "
+                         "not supported yet; score without refit, or refit on one process")
     meter = Meter(search)
-    report = Calibration(sparsity, len(meter.labels))
+    report = Calibration(sparsity, search.ranks.total(len(meter.labels)))
     best_name, best_loss, best, keep = "", float("inf"), None, {}
     candidates = candidate_scores(search, available(search))
     balanced, ranks = candidates, {}

@@ -1,7 +1,9 @@
 """Measuring a mask exactly: the calibration loss of the borrowed model with weights
 zeroed by per-layer counts along fixed orders, on the search's kept examples, the model
 itself never written (``Meter``); on a chain of layers a trial resumes from the kept
-activation entering the first target layer it changes (``Prefixes``)."""
+activation entering the first target layer it changes (``Prefixes``). A search spanning
+ranks measures the mean over every rank's kept examples (``Ranks.mean``), so every rank
+measures the same number and takes the same decision."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -51,6 +53,7 @@ class Meter:
                 out = self._prefixes.forward(self.inputs, ranks, pruned, masked)
             value = float(self.search.loss_fn(out, self.labels))
         self.evaluations += 1
+        value = self.search.ranks.mean(value, len(self.labels))
         return value if value == value else float("inf")  # NaN counts as worst
 
     def loss_and_grad(self, keep: Dict[str, torch.Tensor]) -> tuple:
@@ -64,8 +67,10 @@ class Meter:
             loss = self.search.loss_fn(out, self.labels)
             grads = torch.autograd.grad(loss, list(overrides.values()))
         self.evaluations += 1
-        value = float(loss.detach())
-        return (value if value == value else float("inf")), dict(zip(overrides, grads))
+        ranks, n = self.search.ranks, len(self.labels)
+        value = ranks.mean(float(loss.detach()), n)
+        grads = ranks.mean_tensors(dict(zip(overrides, grads)), n)
+        return (value if value == value else float("inf")), grads
 
 
 class Prefixes:

@@ -24,4 +24,10 @@ class TicketSearch(SearchEngine):
         will prune to: pass it (default 0.9). With ``refit=True`` it chooses the mask best
         after ``bingo.refit`` (pass it when you will refit the pruned model).
         """
+        if self.ranks.active:  # DDP averaged the gradients: the same sums on every rank
+            self.ranks.agree("the gradient proxies",
+                             [v for sums in self.proxies.sums for v in sums.values()]
+                             + [s for state in self._states for s in state.values()],
+                             "every rank's gradients must be the same after backward: wrap "
+                             "the model in DistributedDataParallel")
         return estimate(self, estimator, sparsity=sparsity, refit=refit)

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
+from ..engine.distributed import RanksFailed
 from ..engine.rules import RULES
 from ..engine.search import RESET_TARGETS
 from ..evidence.estimators import ESTIMATORS
@@ -232,12 +235,37 @@ def _gradual_summary(result: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+@contextmanager
+def _torchrun():
+    """Under ``torchrun`` (WORLD_SIZE > 1): one gloo process group for the command (every
+    rank trains on its slice of each global batch, the searches span the ranks), yielding
+    the rank; destroyed at the end. Outside it: rank 0, nothing else."""
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        yield dist.get_rank() if dist.is_initialized() else 0
+        return
+    dist.init_process_group("gloo")
+    try:
+        yield dist.get_rank()
+    finally:
+        dist.destroy_process_group()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "compare":
-        return _compare(args)
+    with _torchrun() as rank:
+        if rank:  # only rank 0 prints and writes
+            args.quiet, args.write = True, False
+        try:
+            return _compare(args) if args.command == "compare" else _prune(args)
+        except RanksFailed as err:
+            print(f"bingo: error on rank {rank}: {err}", file=sys.stderr)
+            return 1
+
+
+def _prune(args: argparse.Namespace) -> int:
     job = PruneJob(**{k: v for k, v in vars(args).items()
-                      if k not in ("command", "out", "quiet")})
+                      if k not in ("command", "out", "quiet", "write")})
     try:
         result = run_prune_job(job, progress=not args.quiet)
     except (DataNotFoundError, ValueError, FloatingPointError) as err:
@@ -245,7 +273,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     if not args.quiet:
         print(summary(result))
-    if args.out is not None:
+    if args.out is not None and getattr(args, "write", True):
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         if not args.quiet:
@@ -255,7 +283,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     fields = {k: v for k, v in vars(args).items()
-              if k not in ("command", "out", "quiet", "no_sparsities")}
+              if k not in ("command", "out", "quiet", "no_sparsities", "write")}
     if args.no_sparsities:
         fields["sparsities"] = []
     job = CompareJob(**fields)
@@ -265,6 +293,8 @@ def _compare(args: argparse.Namespace) -> int:
     except (DataNotFoundError, ValueError, FloatingPointError) as err:
         print(f"bingo: error: {err}", file=sys.stderr)
         return 2
+    if not getattr(args, "write", True):
+        return 0
     paths = write_outputs(results, args.out)
     if not args.quiet:
         print(markdown_table(results))

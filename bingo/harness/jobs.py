@@ -293,11 +293,11 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
                 if job.metric_name == "accuracy" else None, scope=job.scope)
     fit = None
     if job.refit:  # on the search's kept examples: what a training loop already holds
-        examples, labels = search.calibration_batch()
+        examples, labels = search.kept_examples()  # every rank's, under torchrun
         report, fit = prune_and_refit(model, scores, examples, labels=labels, **goal)
     else:
         report = prune(model, scores, **goal)
-    norms = recalibrate_batchnorm(model, search.calibration_batch()[0]) if job.calibration else 0
+    norms = recalibrate_batchnorm(model, search.kept_examples()[0]) if job.calibration else 0
     return {
         "method": "bingo",
         "name": job.name,

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..engine.borrow import batchnorm_layers
 from ..engine.calibration import CalibrationBuffer
+from ..engine.distributed import Ranks
 from ..engine.targets import select_targets
 from ..evidence.estimators import REFIT_AWARE
 from ..pruning.gradual import RAMP_SHARE, ramp_from_scores
@@ -144,13 +145,14 @@ def train_and_score(h: "Harness", method: str,
                 h.log(f"  {method:12s} fit on {h.regression['observations']} searches: "
                       f"R² {h.regression['explained']:.3f}")
             return scores
-        return Trained(model, scores_at, reused, search.calibration_batch)
+        return Trained(model, scores_at, reused, search.kept_examples)
     model = h.fresh()
-    recent = CalibrationBuffer(h.job.calibration)  # fed only where --refit or BatchNorm reads it
+    recent = CalibrationBuffer(h.job.calibration, Ranks())  # fed only where --refit or
+    # BatchNorm reads it
     h.train(model, after_step=recent.add if h.job.refit or batchnorm_layers(model) else None,
             description=f"train {method}")
     scores = magnitude_scores(model)
-    return Trained(model, lambda s: scores, 0.0, recent.batch)
+    return Trained(model, lambda s: scores, 0.0, recent.everywhere)
 
 
 def _after_training(h: Harness, result: MethodResult) -> None:

@@ -77,12 +77,13 @@ class Harness:
             model, examples, seconds = self._dense
             return model, examples, seconds
         from ..engine.calibration import CalibrationBuffer
+        from ..engine.distributed import Ranks
         from ..engine.search import DEFAULT_CALIBRATION
         start = time.perf_counter()
         model = self.fresh()
-        recent = CalibrationBuffer(self.job.calibration or DEFAULT_CALIBRATION)
+        recent = CalibrationBuffer(self.job.calibration or DEFAULT_CALIBRATION, Ranks())
         self.train(model, after_step=recent.add, description="train dense")
-        examples = recent.batch()[0]
+        examples = recent.everywhere()[0]  # every rank's, under torchrun
         self._dense = (model, examples, time.perf_counter() - start)
         return model, examples, 0.0
 

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ..engine.distributed import Ranks
 from ..engine.losses import cross_entropy
 from .data import Split, batches
 
@@ -125,7 +126,12 @@ def train(model: nn.Module, split, *, epochs: int, batch_size: int,
     """Plain supervised training with ``loss_fn`` (cross-entropy over the last dimension:
     classes, or next characters); ``after_step(x, y)`` runs after each optimizer step
     (BINGO's search hooks in here), and the learning rate follows ``lr_schedule`` over
-    the run. Raises on a non-finite loss."""
+    the run. Raises on a non-finite loss.
+
+    Under ``torch.distributed`` (``torchrun``) every rank draws the same global batches
+    from ``seed``, trains on its slice of each (rank r: the r-th of W near-equal parts)
+    through DistributedDataParallel, which averages the gradients, and hands the hook its
+    slice: the same run as one process on the global batches, within float tolerance."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     total = epochs * steps_per_epoch(split, batch_size)
@@ -137,12 +143,20 @@ def train(model: nn.Module, split, *, epochs: int, batch_size: int,
         bar = tqdm(total=total, desc=description,
                    unit="step", disable=not sys.stderr.isatty(), leave=False)
     model.train()
+    ranks = Ranks()
+    net = model
+    if ranks.active:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model)
     start, hook_seconds, steps, loss_value = time.perf_counter(), 0.0, 0, float("nan")
     try:
         for _ in range(epochs):
             for x, y in batches(split, batch_size, generator):
+                if ranks.active:  # this rank's slice of the global batch
+                    x, y = x.tensor_split(ranks.world)[ranks.rank], \
+                        y.tensor_split(ranks.world)[ranks.rank]
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(net(x), y)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(

@@ -114,6 +114,10 @@ class GradualTicketPruning(ScheduledPruning):
                             for n, p in zip(names, torch.split(flat, sizes))}
             losses[c] = self._loss(proposals[c], inputs, labels)
         best = min(self.candidates, key=lambda c: (losses[c], self.candidates.index(c)))
+        self.search.ranks.agree(f"the masks chosen at step {self.step_count - 1}",
+                                list(proposals[best].values()),
+                                "every rank must train the same weights: wrap the model in "
+                                "DistributedDataParallel and give each rank the same seed")
         self.chosen[best] += 1
         self._last = {"chosen": best, **{f"loss {c}": v for c, v in losses.items()}}
         return proposals[best]
@@ -153,6 +157,7 @@ class GradualTicketPruning(ScheduledPruning):
         with Borrowed(self.model, [inputs.device]), torch.no_grad():
             out = functional_call(self.model, masks, (inputs,))
             value = float(self.search.loss_fn(out, labels))
+        value = self.search.ranks.mean(value, len(labels))  # every rank's kept examples
         return value if value == value else float("inf")
 
     def summary(self) -> Dict[str, Any]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from ..engine.distributed import local_module
 from ..engine.targets import refresh_masked_reads, torch_pruned
 from .masks import PruneReport
 
@@ -128,9 +129,12 @@ class ScheduledPruning:
     ``after_step``); at each event of ``schedule`` the subclass's ``choose(sparsity)``
     returns the new keep-masks, which are installed in the ``weight_mask`` buffers.
     ``finish()`` prunes to the final sparsity if the run stopped early and reports the
-    zeros really in the weights."""
+    zeros really in the weights. A DistributedDataParallel model is pruned through its
+    ``.module`` (the masks' buffers are then the same on every rank because every rank
+    takes the same decisions)."""
 
     def __init__(self, model: nn.Module, names: Sequence[str], schedule: CubicSchedule):
+        model = local_module(model)
         if not names:
             raise ValueError("no tensors to prune: the model has no Linear/Conv weights "
                              "(or include/exclude left none)")

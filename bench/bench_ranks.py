@@ -1,0 +1,108 @@
+"""One search step spanning 2 gloo ranks (one thread each, DistributedDataParallel)
+against the same step in one process with one thread, on the same global batches of real
+MNIST (K = 8 by default): with ``--split examples`` (the default) each rank evaluates all
+K variants on its half of the batch, with ``--split variants`` K / 2 of them on the
+gathered batch; either way the ranks exchange K + 1 numbers, then fold in all K. Prints the median step (search.step alone,
+communication included; training not timed) and each rank's kept-example memory.
+
+    python bench/bench_ranks.py --data-dir ../shared/data [--split variants] [--batch 128]
+
+Timings, never a test: nothing here asserts a speed (bench/README.md has the figures)."""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+STEPS, WARMUP = 60, 10
+
+
+def _run(rank: int, world: int, args, folder: str) -> None:
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    import bingo
+    from bingo.harness.data import load_mnist
+    from bingo.harness.models import build_model
+    if world > 1:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank,
+                                world_size=world)
+    train = load_mnist(args.data_dir).train
+    torch.manual_seed(0)
+    model = build_model(args.model)
+    net = DistributedDataParallel(model) if world > 1 else model
+    search = bingo.TicketSearch(net, variants=args.variants, calibration=2048,
+                                rank_split=args.split)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    times = []
+    for i in range(STEPS):
+        x = train.images[i * args.batch:(i + 1) * args.batch]
+        y = train.labels[i * args.batch:(i + 1) * args.batch]
+        x, y = x.tensor_split(world)[rank], y.tensor_split(world)[rank]
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+        if world > 1 and args.barrier:  # the ranks enter the step together: no skew
+            dist.barrier()
+        t = time.perf_counter()
+        search.step(x, y)
+        times.append(time.perf_counter() - t)
+    kept = sum(t.numel() * t.element_size() for t in search.calibration_batch())
+    out = {"median_ms": 1e3 * statistics.median(times[WARMUP:]), "kept_mb": kept / 2**20,
+           "backend": search.backend}
+    if world > 1:
+        dist.destroy_process_group()
+    torch.save(out, Path(folder) / f"rank{rank}.pt")
+
+
+def measure(args, world: int) -> list:
+    folder = tempfile.mkdtemp(prefix="bingo-bench-ranks-")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_run, args=(r, world, args, folder)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return [torch.load(Path(folder) / f"rank{r}.pt") for r in range(world)]
+
+
+def main() -> None:
+    # one thread a process, for torch and for the C++ backend's OpenMP alike (torchrun's
+    # default); with OpenMP's default of every core, two ranks oversubscribe the CPU
+    os.environ["OMP_NUM_THREADS"] = "1"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("BINGO_DATA"), required=False)
+    parser.add_argument("--model", default="lenet300")
+    parser.add_argument("--batch", type=int, default=128, help="the global batch")
+    parser.add_argument("--variants", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--barrier", action="store_true",
+                        help="a barrier before each timed step, so that the time one rank "
+                             "waits for a slower one's training step is not counted")
+    parser.add_argument("--split", choices=("examples", "variants"), default="examples",
+                        help="how the ranks divide a step (TicketSearch's rank_split)")
+    args = parser.parse_args()
+    for r in range(args.repeats):
+        one = measure(args, 1)[0]
+        two = measure(args, 2)
+        slowest = max(t["median_ms"] for t in two)
+        each = " / ".join(f"{t['median_ms']:.2f}" for t in two)
+        print(f"repeat {r}: {args.model} global batch {args.batch} K={args.variants} "
+              f"split={args.split} "
+              f"({one['backend']}): one process {one['median_ms']:.2f} ms, 2 ranks "
+              f"{each} ms "
+              f"({slowest / one['median_ms']:.2f}x); kept examples {one['kept_mb']:.2f} MiB "
+              f"vs {two[0]['kept_mb']:.2f} MiB a rank", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""A search that spans the processes of a ``torch.distributed`` run (``Ranks``).
+
+Under DistributedDataParallel every rank holds the same weights and, after the backward's
+all-reduce, the same gradients, so whatever a search derives from them alone (the gradient
+proxies, the rule state, the scores) is the same on every rank without exchanging it.
+What differs is the data: each rank sees its own share of every global batch and keeps its
+own share of the kept examples. A search step splits its work one of two ways
+(``split``), exchanging only the O(K) metrics either way:
+
+* ``"examples"`` (the default): every rank evaluates all K variants on its own slice of
+  the global batch, and the K + 1 metrics are averaged over the ranks weighted by their
+  examples (one all-reduce): the same numbers as one process on the global batch;
+* ``"variants"``: the ranks' batches are gathered (the global batch, in rank order) and
+  rank r evaluates variants r, r + W, ... on it; each metric comes from its owner.
+
+Measured on the 2-core CPU (bench/README.md): "examples" is the faster, since a pass over
+half the batch halves the unchanged model's pass too and nothing of the batch travels.
+A measured loss of a candidate mask is the mean over every rank's kept examples (one
+all-reduce of a sum and a count).
+Every decision is then taken on identical numbers, in the same order, on every rank:
+masks and scores are identical by construction, and ``agree`` checks it where it is cheap.
+
+A collective that fails (a peer that raised and left) raises ``RanksFailed`` naming the
+operation, instead of gloo's bare socket error.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+AUTO = "auto"
+SPLITS = ("examples", "variants")
+
+
+class RanksFailed(RuntimeError):
+    """A collective of bingo's failed: another rank failed or left first."""
+
+
+def local_module(model: nn.Module) -> nn.Module:
+    """The module a search reads and masks: a DistributedDataParallel's ``.module``
+    (its forward would run DDP's own collectives inside a measurement), else the model."""
+    from torch.nn.parallel import DistributedDataParallel
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class Ranks:
+    """The processes one search spans: ``rank`` of ``world`` (1 and 0 outside
+    ``torch.distributed``, where every method is the identity and costs nothing).
+
+    ``group``: ``"auto"`` (the default group once ``torch.distributed`` is initialized with
+    more than one process), a ``ProcessGroup``, or None (this process alone); ``split``:
+    how a search step divides its work (see the module docstring)."""
+
+    def __init__(self, group: Any = AUTO, split: str = "examples"):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} (each rank all variants on its "
+                             f"own examples, or its share of the variants on the gathered "
+                             f"batch), got {split!r}")
+        self.split = split
+        if isinstance(group, str) and group == AUTO:
+            group = dist.group.WORLD if dist.is_available() and dist.is_initialized() else None
+        self.group = group
+        self.world = dist.get_world_size(group) if group is not None else 1
+        self.rank = dist.get_rank(group) if group is not None else 0
+        self.active = self.world > 1
+        # NCCL exchanges CUDA tensors only; gloo takes CPU ones
+        nccl = group is not None and dist.get_backend(group) == "nccl"
+        self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else \
+            torch.device("cpu")
+
+    def __repr__(self) -> str:
+        return f"Ranks(rank={self.rank}, world={self.world})"
+
+    def _collective(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, group=self.group, **kwargs)
+        except (RuntimeError, ValueError) as err:  # gloo/NCCL: a peer is gone or failed
+            raise RanksFailed(
+                f"bingo: the {what} across {self.world} ranks failed on rank {self.rank} "
+                f"({err}); another rank most likely failed first: its own error is the "
+                f"cause. Every rank must run the same search steps and estimators in the "
+                f"same order") from err
+
+    def portion(self, total: int) -> int:
+        """This rank's share of ``total`` kept examples (the first ``total % W`` ranks keep
+        one more)."""
+        return total // self.world + (self.rank < total % self.world)
+
+    # ------------------------------------------------------------------ the search step
+    def search_batch(self, inputs: torch.Tensor, labels: torch.Tensor,
+                     variants: int) -> Tuple[torch.Tensor, torch.Tensor, Optional[range]]:
+        """What this rank measures a step on: (inputs, labels, its variants or None: all)."""
+        if not self.active or self.split == "examples":
+            return inputs, labels, None
+        return (*self.gather_batch(inputs, labels), self.share(variants))
+
+    def search_metrics(self, before: float, after: Sequence[float], variants: int,
+                       count: int) -> Tuple[float, List[float]]:
+        """Every rank's metrics of a step made one: averaged over the ranks' examples
+        (``count`` here), or each variant's from the rank that evaluated it."""
+        if not self.active:
+            return before, list(after)
+        if self.split == "variants":
+            return self.combine(before, after, variants)
+        values = torch.tensor([before, *after, 1.0], dtype=torch.float64) * count
+        values = values.to(self.device)
+        self._collective("variant metrics all-reduce", dist.all_reduce, values)
+        values = (values[:-1] / values[-1]).cpu()
+        return float(values[0]), values[1:].tolist()
+
+    def share(self, variants: int) -> Optional[range]:
+        """The variants this rank evaluates: r, r + W, ... (None: all, one process)."""
+        return range(self.rank, variants, self.world) if self.active else None
+
+    def gather_batch(self, inputs: torch.Tensor,
+                     labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The global batch: every rank's (inputs, labels), concatenated in rank order."""
+        if not self.active:
+            return inputs, labels
+        sizes = torch.zeros(self.world, dtype=torch.int64, device=self.device)
+        sizes[self.rank] = len(inputs)
+        self._collective("batch size exchange", dist.all_reduce, sizes)
+        sizes = sizes.cpu()
+        return self._gather(inputs, sizes), self._gather(labels, sizes)
+
+    def _gather(self, t: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+        most = int(sizes.max())
+        padded = torch.zeros((most,) + tuple(t.shape[1:]), dtype=t.dtype, device=self.device)
+        padded[:len(t)] = t.detach()
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        self._collective("batch gather", dist.all_gather, parts, padded)
+        return torch.cat([p[:int(n)] for p, n in zip(parts, sizes)]).to(t.device)
+
+    def combine(self, before: float, after: Sequence[float],
+                variants: int) -> Tuple[float, List[float]]:
+        """Every variant's metric from the rank that evaluated it, and rank 0's metric of
+        the unchanged model (all ranks computed it on the same batch; one is taken so that
+        every rank holds the same bits): one all-reduce of K + 1 numbers."""
+        if not self.active:
+            return before, list(after)
+        values = torch.zeros(variants + 1, dtype=torch.float64)
+        if self.rank == 0:
+            values[0] = before
+        owned = self.share(variants)
+        if len(after) != len(owned):
+            raise RuntimeError(f"rank {self.rank} measured {len(after)} variants, "
+                               f"expected {len(owned)}")
+        values[1 + torch.tensor(list(owned), dtype=torch.int64)] = torch.tensor(
+            list(after), dtype=torch.float64)
+        values = values.to(self.device)
+        self._collective("variant metrics exchange", dist.all_reduce, values)
+        values = values.cpu()
+        return float(values[0]), values[1:].tolist()
+
+    # ------------------------------------------------------------------ measurements
+    def mean(self, value: float, count: int) -> float:
+        """The mean over every rank's examples of a per-rank mean ``value`` of ``count``
+        examples (float64 sums)."""
+        if not self.active:
+            return value
+        t = torch.tensor([value * count, float(count)], dtype=torch.float64, device=self.device)
+        self._collective("measured loss all-reduce", dist.all_reduce, t)
+        return float(t[0] / t[1])
+
+    def mean_tensors(self, tensors: Dict[str, torch.Tensor],
+                     count: int) -> Dict[str, torch.Tensor]:
+        """Per-rank means of ``count`` examples each (gradients), averaged over every rank's
+        examples, weighted by their counts; one all-reduce of the flattened tensors."""
+        if not self.active:
+            return tensors
+        names = list(tensors)
+        flat = torch.cat([tensors[n].detach().reshape(-1).double() * count
+                          for n in names]).to(self.device)
+        total = torch.tensor([float(count)], dtype=torch.float64, device=self.device)
+        self._collective("gradient all-reduce", dist.all_reduce, flat)
+        self._collective("example count all-reduce", dist.all_reduce, total)
+        flat /= total
+        out, at = {}, 0
+        for n in names:
+            t = tensors[n]
+            out[n] = flat[at:at + t.numel()].view(t.shape).to(device=t.device, dtype=t.dtype)
+            at += t.numel()
+        return out
+
+    def total(self, count: int) -> int:
+        """The sum of ``count`` over the ranks."""
+        if not self.active:
+            return count
+        t = torch.tensor([count], dtype=torch.int64, device=self.device)
+        self._collective("count all-reduce", dist.all_reduce, t)
+        return int(t)
+
+    # ------------------------------------------------------------------ checks
+    def agree_search(self, config: Dict[str, Any], calibration: int,
+                     initial: Sequence[torch.Tensor]) -> None:
+        """Every rank must search the same weights with the same settings."""
+        if not self.active:
+            return
+        text = repr(sorted(config.items()) + [calibration, self.split]).encode()
+        self.agree("the search settings", [torch.frombuffer(bytearray(text), dtype=torch.uint8)],
+                   "build the TicketSearch with the same arguments (seed included) on every "
+                   "rank")
+        self.agree("the initial weights", initial,
+                   "wrap the model in DistributedDataParallel (which copies rank 0's weights "
+                   "to every rank) before building the TicketSearch, or seed every rank alike")
+
+    def agree(self, what: str, tensors: Sequence[torch.Tensor], fix: str) -> None:
+        """Raise on every rank, naming ``what`` and ``fix``, unless every rank holds the same
+        bytes in ``tensors`` (compared by a 64-bit digest: one all-gather of W numbers)."""
+        if not self.active:
+            return
+        digest = hashlib.blake2b(digest_size=8)
+        for t in tensors:
+            digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        mine = torch.tensor([int.from_bytes(digest.digest(), "little", signed=True)],
+                            dtype=torch.int64, device=self.device)
+        every = [torch.empty_like(mine) for _ in range(self.world)]
+        self._collective(f"{what} check", dist.all_gather, every, mine)
+        differ = [r for r, d in enumerate(every) if int(d) != int(every[0])]
+        if differ:
+            raise RuntimeError(f"bingo: {what} differ between ranks (ranks {differ} against "
+                               f"rank 0): {fix}")

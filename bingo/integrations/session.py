@@ -1,0 +1,77 @@
+"""What a framework's callback drives (``PruningSession``): a ``GradualTicketPruning``
+(``schedule="gradual"``: prune during the run on the cubic schedule) or a ``TicketSearch``
+(``schedule="end"``: score during the run, prune once when it ends), built when the fit
+starts, stepped after each optimizer step, finished at the end. Under DDP it spans the
+ranks as the plain-loop API does (:mod:`bingo.engine.distributed`)."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from ..engine.borrow import batchnorm_layers
+from ..evidence.ticket_search import TicketSearch
+from ..pruning.batchnorm import recalibrate_batchnorm
+from ..pruning.gradual_ticket import DEFAULT_CANDIDATES, GradualTicketPruning
+from ..pruning.masks import PruneReport, prune
+
+SCHEDULES = ("gradual", "end")
+
+
+class PruningSession:
+    """``begin(model, total_steps)``, then ``step(x, y)`` after every optimizer step, then
+    ``finish()`` -> the PruneReport; ``make_permanent()`` folds the masks into the weights
+    (``torch.nn.utils.prune.remove``: the pruned weights stay zeros)."""
+
+    def __init__(self, amount: float, *, schedule: str = "gradual", start: float = 0.1,
+                 end: float = 0.75, every: int = 50,
+                 candidates: Sequence[str] = DEFAULT_CANDIDATES,
+                 estimator: str = "calibrated", **search_options: Any):
+        if not isinstance(amount, float) or not 0.0 < amount < 1.0:
+            raise ValueError(f"amount is the final sparsity, a float in (0, 1) (e.g. 0.9), "
+                             f"got {amount!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES} (prune during the run, or "
+                             f"once at its end), got {schedule!r}")
+        self.amount, self.schedule = amount, schedule
+        self.gradual = dict(start=start, end=end, every=every, candidates=tuple(candidates))
+        self.estimator, self.search_options = estimator, search_options
+        self.model: Optional[nn.Module] = None
+        self.pruner: Optional[GradualTicketPruning] = None
+        self.search: Optional[TicketSearch] = None
+        self.report: Optional[PruneReport] = None
+
+    def begin(self, model: nn.Module, total_steps: int) -> None:
+        self.model = model
+        if self.schedule == "gradual":
+            self.pruner = GradualTicketPruning(model, sparsity=self.amount,
+                                               total_steps=total_steps, **self.gradual,
+                                               **self.search_options)
+            self.search = self.pruner.search
+        else:
+            self.search = TicketSearch(model, **self.search_options)
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        if self.search is None:
+            raise RuntimeError("the pruning session was not started: begin(model, "
+                               "total_steps) comes first (the callback's fit-start hook)")
+        (self.pruner or self.search).step(inputs, targets)
+
+    def finish(self) -> PruneReport:
+        if self.pruner is not None:
+            self.report = self.pruner.finish()
+        else:
+            scores = self.search.significance(self.estimator, sparsity=self.amount)
+            self.report = prune(self.search.model, scores, sparsity=self.amount)
+            if batchnorm_layers(self.search.model):  # as measured: the kept examples' statistics
+                recalibrate_batchnorm(self.search.model, self.search.kept_examples()[0])
+        return self.report
+
+    def make_permanent(self) -> None:
+        model = self.search.model
+        for t in self.search.targets:
+            module = model.get_submodule(t.module_name)
+            if hasattr(module, t.attr + "_mask"):
+                torch_prune.remove(module, t.attr)
