@@ -96,3 +96,39 @@ def test_hf_trainer_masks_equal_the_plain_loop(data_dir, tmp_path):
     for name, pruned in plain.items():
         weight = model.get_parameter(name)  # made permanent: the zeros are in the weight
         assert torch.equal(weight == 0, pruned), name
+
+
+def test_session_end_schedule_prunes_as_the_plain_api(mnist):
+    """``schedule="end"`` (no extra needed): the search during the run, one prune at its
+    end, the same masks as ``significance`` + ``prune`` on an equal run; permanent after."""
+    import torch.nn.functional as F
+
+    import bingo
+    from bingo.harness.models import lenet300
+    from bingo.integrations.session import PruningSession
+    x, y = mnist.train.images[:640], mnist.train.labels[:640]
+
+    def run(hook_model):
+        torch.manual_seed(2)
+        model = lenet300()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        step = hook_model(model)
+        for i in range(0, 640, 64):
+            opt.zero_grad()
+            F.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+            opt.step()
+            step(x[i:i + 64], y[i:i + 64])
+        return model
+
+    session = PruningSession(0.9, schedule="end", calibration=256)
+    model = run(lambda m: (session.begin(m, 10), session.step)[1])
+    report = session.finish()
+    session.make_permanent()
+    searches = {}
+    plain = run(lambda m: searches.setdefault("s", bingo.TicketSearch(m, calibration=256)).step)
+    bingo.prune(plain, searches["s"].significance(sparsity=0.9), sparsity=0.9)
+    assert report.sparsity == pytest.approx(0.9, abs=1e-5)
+    for name, w in model.named_parameters():  # no weight_orig left: permanent
+        assert not name.endswith("_orig")
+        if name.endswith("weight"):
+            assert torch.equal(w == 0, plain.get_submodule(name[:-7]).weight == 0), name

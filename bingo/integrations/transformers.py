@@ -11,7 +11,8 @@ loss (next-token cross-entropy, ``labels`` shifted inside, -100 ignored).
 
 Default targets: the weights of every ``nn.Linear`` and ``transformers`` ``Conv1D`` (GPT-2's
 attention and MLP) that are parameters under their own name (a tied ``lm_head`` is the
-embedding's, and is left alone). Under ``torchrun`` the search spans the ranks.
+embedding's, and is left alone). Under ``torchrun`` the search spans the ranks (tested on
+one process only so far).
 """
 from __future__ import annotations
 
