@@ -2,7 +2,8 @@
 against the same step in one process with one thread, on the same global batches of real
 MNIST (K = 8 by default): with ``--split examples`` (the default) each rank evaluates all
 K variants on its half of the batch, with ``--split variants`` K / 2 of them on the
-gathered batch; either way the ranks exchange K + 1 numbers, then fold in all K. Prints the median step (search.step alone,
+gathered batch; either way the ranks exchange K + 1 numbers, then fold in all K.
+Prints the median step (search.step alone,
 communication included; training not timed) and each rank's kept-example memory.
 
     python bench/bench_ranks.py --data-dir ../shared/data [--split variants] [--batch 128]

@@ -2,10 +2,11 @@
 
 Each step's batch is cloned into a list; the oldest batches are dropped while the others
 still hold ``capacity`` examples, and ``batch()`` concatenates the last ``capacity``,
-oldest first. Spanning ranks, each keeps its portion of the total, and ``everywhere()``
-gathers every rank's (the same examples on every rank, for a refit or a BatchNorm
-re-estimate, which must come out alike on every rank). (A preallocated ring buffer measured slower: its slice-and-copy bookkeeping
-cost ~65 us a step at batch 64 on CPU against ~15 us for two clones.)
+oldest first. (A preallocated ring buffer measured slower: its slice-and-copy bookkeeping
+cost ~65 us a step at batch 64 on CPU against ~15 us for two clones.) Spanning ranks,
+each keeps its portion of the total, and ``everywhere()`` gathers every rank's: the same
+examples on every rank, for a refit or a BatchNorm re-estimate, which must come out alike
+on every rank.
 """
 from __future__ import annotations
 

@@ -147,8 +147,8 @@ def train_and_score(h: "Harness", method: str,
             return scores
         return Trained(model, scores_at, reused, search.kept_examples)
     model = h.fresh()
-    recent = CalibrationBuffer(h.job.calibration, Ranks())  # fed only where --refit or
-    # BatchNorm reads it
+    # fed only where --refit or BatchNorm reads it; under torchrun each rank its portion
+    recent = CalibrationBuffer(h.job.calibration, Ranks())
     h.train(model, after_step=recent.add if h.job.refit or batchnorm_layers(model) else None,
             description=f"train {method}")
     scores = magnitude_scores(model)

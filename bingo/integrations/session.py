@@ -65,7 +65,8 @@ class PruningSession:
         else:
             scores = self.search.significance(self.estimator, sparsity=self.amount)
             self.report = prune(self.search.model, scores, sparsity=self.amount)
-            if batchnorm_layers(self.search.model):  # as measured: the kept examples' statistics
+            if batchnorm_layers(self.search.model):  # as measured: the kept examples'
+                # own statistics
                 recalibrate_batchnorm(self.search.model, self.search.kept_examples()[0])
         return self.report
 
