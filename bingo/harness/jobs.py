@@ -14,12 +14,13 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from .. import __version__
+from ..engine.borrow import batchnorm_layers
 from ..engine.proxies import DEFAULT_PROXY_EVERY
 from ..engine.search import DEFAULT_CALIBRATION
 from ..evidence.estimators import MEASURING_ESTIMATORS, REFIT_AWARE, SEARCH_ESTIMATORS
 from ..evidence.ticket_search import TicketSearch
 from ..pruning.masks import prune
-from ..pruning.batchnorm import recalibrate_batchnorm
+from ..pruning.batchnorm import recalibrate_batchnorm, recalibrating
 from ..pruning.refit import prune_and_refit
 from ..pruning.schedule import CubicSchedule
 from .data import DATASET_METRIC, load_dataset
@@ -291,6 +292,8 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     goal = dict(sparsity=target["sparsity"], min_accuracy=target["min_accuracy"],
                 evaluate=(lambda m: evaluate(m, data.val, "accuracy"))
                 if job.metric_name == "accuracy" else None, scope=job.scope)
+    if goal["evaluate"] is not None and job.calibration and batchnorm_layers(model):
+        goal["evaluate"] = recalibrating(goal["evaluate"], search.kept_examples()[0])
     fit = None
     if job.refit:  # on the search's kept examples: what a training loop already holds
         examples, labels = search.kept_examples()  # every rank's, under torchrun

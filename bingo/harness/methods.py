@@ -17,7 +17,7 @@ from ..engine.distributed import Ranks
 from ..engine.targets import select_targets
 from ..evidence.estimators import REFIT_AWARE
 from ..pruning.gradual import RAMP_SHARE, ramp_from_scores
-from ..pruning.batchnorm import recalibrate_batchnorm
+from ..pruning.batchnorm import recalibrate_batchnorm, recalibrating
 from ..pruning.gradual_ticket import GradualTicketPruning
 from ..pruning.masks import current_masks, prune
 from ..pruning.refit import prune_and_refit
@@ -87,12 +87,16 @@ def _one_shot(h: Harness, result: MethodResult, trained: Trained) -> None:
     if job.min_accuracy is not None:
         m = copy.deepcopy(model)
         goal = dict(min_accuracy=job.min_accuracy, evaluate=h.val)
+        if batchnorm_layers(m):  # each trial measured with its own re-estimated statistics
+            goal["evaluate"] = recalibrating(h.val, recent["examples"])
         if job.refit:
             report, fit = prune_and_refit(m, scores_at(None), **recent, **goal)
             val = fit.accuracy_after
         else:
             report = prune(m, scores_at(None), **goal)
             val = report.accuracy_after
+        if batchnorm_layers(m):
+            recalibrate_batchnorm(m, recent["examples"])  # deployed: whatever was measured last
         result.threshold = {"sparsity": report.sparsity, "val_accuracy": val,
                             "test_accuracy": h.test(m), "how": "bisection on validation"}
 

@@ -10,6 +10,8 @@ the kept examples' own statistics), so a mask is deployed as it was measured.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -49,3 +51,15 @@ def recalibrate_batchnorm(model: nn.Module, examples: torch.Tensor,
         for bn, momentum in zip(layers, momenta):
             bn.momentum = momentum
     return len(layers)
+
+
+def recalibrating(evaluate: Callable[[nn.Module], float],
+                  examples: torch.Tensor) -> Callable[[nn.Module], float]:
+    """``evaluate`` preceded by ``recalibrate_batchnorm(model, examples)``: a floor's
+    bisection on a BatchNorm model then measures each trial sparsity as it will be
+    deployed, not with the dense network's statistics (the re-estimate starts from a reset
+    each time, so the trials do not depend on each other)."""
+    def measured(model: nn.Module) -> float:
+        recalibrate_batchnorm(model, examples)
+        return evaluate(model)
+    return measured
