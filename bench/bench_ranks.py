@@ -12,31 +12,30 @@ Timings, never a test: nothing here asserts a speed (bench/README.md has the fig
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.ranks import launch  # noqa: E402  (the tests' gloo launcher, on loopback)
+
 STEPS, WARMUP = 60, 10
 
 
-def _run(rank: int, world: int, args, folder: str) -> None:
-    torch.set_num_threads(1)
+def _run(rank: int, world: int, args) -> dict:
+    """One rank's (or the single process's) run, started by ``tests.ranks.launch``, which
+    sets one thread and the gloo group (of one process for the single run)."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     import bingo
     from bingo.harness.data import load_mnist
     from bingo.harness.models import build_model
-    if world > 1:
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-        dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank,
-                                world_size=world)
     train = load_mnist(args.data_dir).train
     torch.manual_seed(0)
     model = build_model(args.model)
@@ -58,22 +57,16 @@ def _run(rank: int, world: int, args, folder: str) -> None:
         search.step(x, y)
         times.append(time.perf_counter() - t)
     kept = sum(t.numel() * t.element_size() for t in search.calibration_batch())
-    out = {"median_ms": 1e3 * statistics.median(times[WARMUP:]), "kept_mb": kept / 2**20,
-           "backend": search.backend}
-    if world > 1:
-        dist.destroy_process_group()
-    torch.save(out, Path(folder) / f"rank{rank}.pt")
+    return {"median_ms": 1e3 * statistics.median(times[WARMUP:]), "kept_mb": kept / 2**20,
+            "backend": search.backend}
 
 
 def measure(args, world: int) -> list:
-    folder = tempfile.mkdtemp(prefix="bingo-bench-ranks-")
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_run, args=(r, world, args, folder)) for r in range(world)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    return [torch.load(Path(folder) / f"rank{r}.pt") for r in range(world)]
+    out = launch(_run, world, args, deadline=600)
+    failed = [o for o in out if "error" in o]
+    if failed:
+        raise RuntimeError(failed[0].get("trace", failed[0]["error"]))
+    return [o["result"] for o in out]
 
 
 def main() -> None:

@@ -59,7 +59,8 @@ MUTANTS: List[Mutant] = [
                                                   "tests/test_proxies.py"),
            "Proxies.load_state_dict forgets how many steps fed fisher and reset"),
     Mutant("meter-borrow", "bingo/evidence/meter.py",
-           "self.borrowed = Borrowed(search.model, [w.device for w in self.weights.values()])",
+           "self.borrowed = Borrowed(search.model, [w.device for w in self.weights.values()],\n"
+           "                                 batch_stats=True)",
            'self.borrowed = __import__("contextlib").nullcontext()', ("tests/test_estimators.py",),
            "the calibration meter neither switches to eval mode nor saves the RNG"),
     Mutant("mixtures-ignore-proxy", "bingo/evidence/candidates.py",
@@ -205,7 +206,7 @@ MUTANTS: List[Mutant] = [
            "        if True:\n            values[0] = before", ("tests/test_distributed.py",),
            "the unchanged model's metric is summed over the ranks"),
     Mutant("ranks-metrics-summed", "bingo/engine/distributed.py",
-           "values = (values[:-1] / values[-1]).cpu()", "values = values[:-1].cpu()",
+           "values = values[:-1] / values[-1]\n", "values = values[:-1]\n",
            ("tests/test_distributed.py",),
            "a step's metrics summed over the ranks' examples instead of averaged"),
     Mutant("meter-local-loss", "bingo/evidence/meter.py",

@@ -85,6 +85,12 @@ class Ranks:
                 f"cause. Every rank must run the same search steps and estimators in the "
                 f"same order") from err
 
+    def _reduced(self, what: str, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over the ranks (one all-reduce on the group's device), on CPU."""
+        values = values.to(self.device)
+        self._collective(what, dist.all_reduce, values)
+        return values.cpu()
+
     def portion(self, total: int) -> int:
         """This rank's share of ``total`` kept examples (the first ``total % W`` ranks keep
         one more)."""
@@ -106,10 +112,9 @@ class Ranks:
             return before, list(after)
         if self.split == "variants":
             return self.combine(before, after, variants)
-        values = torch.tensor([before, *after, 1.0], dtype=torch.float64) * count
-        values = values.to(self.device)
-        self._collective("variant metrics all-reduce", dist.all_reduce, values)
-        values = (values[:-1] / values[-1]).cpu()
+        values = self._reduced("variant metrics all-reduce", torch.tensor(
+            [before, *after, 1.0], dtype=torch.float64) * count)
+        values = values[:-1] / values[-1]
         return float(values[0]), values[1:].tolist()
 
     def share(self, variants: int) -> Optional[range]:
@@ -121,10 +126,9 @@ class Ranks:
         """The global batch: every rank's (inputs, labels), concatenated in rank order."""
         if not self.active:
             return inputs, labels
-        sizes = torch.zeros(self.world, dtype=torch.int64, device=self.device)
+        sizes = torch.zeros(self.world, dtype=torch.int64)
         sizes[self.rank] = len(inputs)
-        self._collective("batch size exchange", dist.all_reduce, sizes)
-        sizes = sizes.cpu()
+        sizes = self._reduced("batch size exchange", sizes)
         return self._gather(inputs, sizes), self._gather(labels, sizes)
 
     def _gather(self, t: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
@@ -151,9 +155,7 @@ class Ranks:
                                f"expected {len(owned)}")
         values[1 + torch.tensor(list(owned), dtype=torch.int64)] = torch.tensor(
             list(after), dtype=torch.float64)
-        values = values.to(self.device)
-        self._collective("variant metrics exchange", dist.all_reduce, values)
-        values = values.cpu()
+        values = self._reduced("variant metrics exchange", values)
         return float(values[0]), values[1:].tolist()
 
     # ------------------------------------------------------------------ measurements
@@ -162,23 +164,23 @@ class Ranks:
         examples (float64 sums)."""
         if not self.active:
             return value
-        t = torch.tensor([value * count, float(count)], dtype=torch.float64, device=self.device)
-        self._collective("measured loss all-reduce", dist.all_reduce, t)
+        t = self._reduced("measured loss all-reduce",
+                          torch.tensor([value * count, float(count)], dtype=torch.float64))
         return float(t[0] / t[1])
 
     def mean_tensors(self, tensors: Dict[str, torch.Tensor],
                      count: int) -> Dict[str, torch.Tensor]:
         """Per-rank means of ``count`` examples each (gradients), averaged over every rank's
-        examples, weighted by their counts; one all-reduce of the flattened tensors."""
+        examples, weighted by their counts; one all-reduce of the flattened tensors and the
+        count."""
         if not self.active:
             return tensors
         names = list(tensors)
-        flat = torch.cat([tensors[n].detach().reshape(-1).double() * count
-                          for n in names]).to(self.device)
-        total = torch.tensor([float(count)], dtype=torch.float64, device=self.device)
+        flat = torch.cat([tensors[n].detach().reshape(-1).double() * count for n in names]
+                         + [torch.tensor([float(count)], dtype=torch.float64,
+                                         device=tensors[names[0]].device)]).to(self.device)
         self._collective("gradient all-reduce", dist.all_reduce, flat)
-        self._collective("example count all-reduce", dist.all_reduce, total)
-        flat /= total
+        flat = flat[:-1] / flat[-1]
         out, at = {}, 0
         for n in names:
             t = tensors[n]
@@ -190,9 +192,7 @@ class Ranks:
         """The sum of ``count`` over the ranks."""
         if not self.active:
             return count
-        t = torch.tensor([count], dtype=torch.int64, device=self.device)
-        self._collective("count all-reduce", dist.all_reduce, t)
-        return int(t)
+        return int(self._reduced("count all-reduce", torch.tensor([count], dtype=torch.int64)))
 
     # ------------------------------------------------------------------ checks
     def agree_search(self, config: Dict[str, Any], calibration: int,

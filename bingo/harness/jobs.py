@@ -292,15 +292,16 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     goal = dict(sparsity=target["sparsity"], min_accuracy=target["min_accuracy"],
                 evaluate=(lambda m: evaluate(m, data.val, "accuracy"))
                 if job.metric_name == "accuracy" else None, scope=job.scope)
-    if goal["evaluate"] is not None and job.calibration and batchnorm_layers(model):
-        goal["evaluate"] = recalibrating(goal["evaluate"], search.kept_examples()[0])
+    kept_inputs = search.kept_examples()[0] if job.calibration else None  # every rank's
+    if goal["evaluate"] is not None and kept_inputs is not None and batchnorm_layers(model):
+        goal["evaluate"] = recalibrating(goal["evaluate"], kept_inputs)
     fit = None
     if job.refit:  # on the search's kept examples: what a training loop already holds
         examples, labels = search.kept_examples()  # every rank's, under torchrun
         report, fit = prune_and_refit(model, scores, examples, labels=labels, **goal)
     else:
         report = prune(model, scores, **goal)
-    norms = recalibrate_batchnorm(model, search.kept_examples()[0]) if job.calibration else 0
+    norms = recalibrate_batchnorm(model, kept_inputs) if kept_inputs is not None else 0
     return {
         "method": "bingo",
         "name": job.name,

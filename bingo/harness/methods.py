@@ -95,8 +95,6 @@ def _one_shot(h: Harness, result: MethodResult, trained: Trained) -> None:
         else:
             report = prune(m, scores_at(None), **goal)
             val = report.accuracy_after
-        if batchnorm_layers(m):
-            recalibrate_batchnorm(m, recent["examples"])  # deployed: whatever was measured last
         result.threshold = {"sparsity": report.sparsity, "val_accuracy": val,
                             "test_accuracy": h.test(m), "how": "bisection on validation"}
 

@@ -72,7 +72,7 @@ class BingoPruning(pl.Callback):
 
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         total = trainer.estimated_stepping_batches
-        if not isinstance(total, int) and total == float("inf"):
+        if total == float("inf"):
             raise ValueError("BingoPruning needs a finite run to lay out its schedule: give "
                              "the Trainer max_epochs or max_steps")
         self.session.begin(pl_module, int(total))
@@ -87,9 +87,6 @@ class BingoPruning(pl.Callback):
         self.session.step(inputs, targets)
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        report = self.session.finish()
-        if self.make_pruning_permanent:
-            self.session.make_permanent()
+        self.session.finish(self.make_pruning_permanent)
         if self.verbose:
-            rank_zero_info(f"bingo: pruned {report.sparsity:.2%} of the prunable weights "
-                           f"({self.session.schedule} schedule)")
+            rank_zero_info(self.session.summary())

@@ -22,8 +22,8 @@ SCHEDULES = ("gradual", "end")
 
 class PruningSession:
     """``begin(model, total_steps)``, then ``step(x, y)`` after every optimizer step, then
-    ``finish()`` -> the PruneReport; ``make_permanent()`` folds the masks into the weights
-    (``torch.nn.utils.prune.remove``: the pruned weights stay zeros)."""
+    ``finish(permanent)`` -> the PruneReport (``permanent``: the masks folded into the
+    weights by ``torch.nn.utils.prune.remove``; the pruned weights stay zeros)."""
 
     def __init__(self, amount: float, *, schedule: str = "gradual", start: float = 0.1,
                  end: float = 0.75, every: int = 50,
@@ -38,13 +38,11 @@ class PruningSession:
         self.amount, self.schedule = amount, schedule
         self.gradual = dict(start=start, end=end, every=every, candidates=tuple(candidates))
         self.estimator, self.search_options = estimator, search_options
-        self.model: Optional[nn.Module] = None
         self.pruner: Optional[GradualTicketPruning] = None
         self.search: Optional[TicketSearch] = None
         self.report: Optional[PruneReport] = None
 
     def begin(self, model: nn.Module, total_steps: int) -> None:
-        self.model = model
         if self.schedule == "gradual":
             self.pruner = GradualTicketPruning(model, sparsity=self.amount,
                                                total_steps=total_steps, **self.gradual,
@@ -59,7 +57,7 @@ class PruningSession:
                                "total_steps) comes first (the callback's fit-start hook)")
         (self.pruner or self.search).step(inputs, targets)
 
-    def finish(self) -> PruneReport:
+    def finish(self, permanent: bool = False) -> PruneReport:
         if self.pruner is not None:
             self.report = self.pruner.finish()
         else:
@@ -68,7 +66,14 @@ class PruningSession:
             if batchnorm_layers(self.search.model):  # as measured: the kept examples'
                 # own statistics
                 recalibrate_batchnorm(self.search.model, self.search.kept_examples()[0])
+        if permanent:
+            self.make_permanent()
         return self.report
+
+    def summary(self) -> str:
+        """The line a verbose callback prints at the end."""
+        return (f"bingo: pruned {self.report.sparsity:.2%} of the prunable weights "
+                f"({self.schedule} schedule)")
 
     def make_permanent(self) -> None:
         model = self.search.model

@@ -105,9 +105,6 @@ class BingoCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self._hook is not None:
             self._hook.remove()
-        report = self.session.finish()
-        if self.make_pruning_permanent:
-            self.session.make_permanent()
+        self.session.finish(self.make_pruning_permanent)
         if self.verbose and state.is_world_process_zero:
-            print(f"bingo: pruned {report.sparsity:.2%} of the prunable weights "
-                  f"({self.session.schedule} schedule)")
+            print(self.session.summary())
