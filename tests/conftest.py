@@ -15,6 +15,11 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from bingo.harness.data import load_mnist  # noqa: E402
+from bingo.integrations.kernels_name import prefer_installed_kernels  # noqa: E402
+
+# The tests run from the clone's root, whose kernels/ would shadow the `kernels`
+# distribution that transformers imports (the tests import transformers directly).
+prefer_installed_kernels()
 
 
 def pytest_addoption(parser):

@@ -132,3 +132,23 @@ def test_session_end_schedule_prunes_as_the_plain_api(mnist):
         assert not name.endswith("_orig")
         if name.endswith("weight"):
             assert torch.equal(w == 0, plain.get_submodule(name[:-7]).weight == 0), name
+
+
+def test_the_clone_root_does_not_shadow_the_kernels_distribution():
+    """Run from the clone's root, bingo's kernels/ folder comes first on sys.path; the
+    transformers callback must still get the Hugging Face ``kernels`` distribution that
+    transformers imports (a shadowed name fails inside transformers' model code)."""
+    needs.extra("transformers")
+    import importlib.metadata
+    try:
+        importlib.metadata.distribution("kernels")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("this transformers does not install the kernels distribution: no shadow")
+    probe = ("import sys; sys.path.insert(0, '.'); import importlib.util as u; "
+             "assert u.find_spec('kernels').origin == u.find_spec('bingo.kernels').origin; "
+             "import bingo.integrations.transformers, kernels, bingo.kernels as ours; "
+             "assert kernels.__file__ != ours.__file__, kernels.__file__; "
+             "import transformers.integrations.hub_kernels")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]

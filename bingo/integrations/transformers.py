@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
+from .kernels_name import prefer_installed_kernels
+
+prefer_installed_kernels()  # before transformers, which imports the name `kernels`
 try:
     from transformers import TrainerCallback
     from transformers.pytorch_utils import Conv1D
