@@ -7,9 +7,10 @@
 #
 #   bash bench/gpu_checks.sh DATA_DIR [OUT]      # DATA_DIR holds MNIST/raw/
 #
-# The device gets only this repository: copy ../shared/data/MNIST into an ignored folder
-# first (e.g. `mkdir -p .gpudata && cp -r ../shared/data/MNIST .gpudata/ && echo .gpudata/
-# >> .git/info/exclude`), carry it, and pass it as DATA_DIR; on the device, OUT=$OUT.
+# The device gets only this repository: copy ../shared/data/MNIST and tinyshakespeare into
+# an ignored folder first (e.g. `mkdir -p .gpudata && cp -r ../shared/data/{MNIST,
+# tinyshakespeare} .gpudata/ && echo .gpudata/ >> .git/info/exclude`), carry it, and pass
+# it as DATA_DIR; on the device, OUT=$OUT.
 set -u
 data=${1:?usage: bash bench/gpu_checks.sh DATA_DIR [OUT]}
 out=${2:-${OUT:-gpu-checks}}
@@ -39,6 +40,12 @@ step env env.txt sh -c 'nvidia-smi --query-gpu=name,driver_version,memory.total 
     bingo.available_backends())"; lscpu | grep "Model name"'
 step gpu-only-tests gpu_tests.txt timeout 300 python -m pytest tests/test_proxies.py \
     tests/test_kernels.py --data-dir "$data" -q -rs -p no:benchmark -k "capture or graphs or gpu or cuda"
+# --device cuda through the CLI (tests/test_device.py). CIFAR-10's pickles (~180 MB) exceed
+# what a device call carries (64 MiB), so its rows run only where DATA_DIR holds them.
+cifar=()
+[ -d "$data/cifar-10-batches-py" ] || cifar=(-k "not cifar10 and not resnet20")
+step device-tests device_tests.txt timeout 400 python -m pytest tests/test_device.py \
+    --data-dir "$data" -q -rs -p no:benchmark "${cifar[@]}"
 workers=()  # pytest-xdist where installed (the suite took 61-94 s on an H100 machine with 6)
 python -c "import xdist" 2>/dev/null && workers=(-n 6 --dist loadfile)
 step tests tests.txt timeout 420 python -m pytest tests --data-dir "$data" -q -rs -p no:benchmark \

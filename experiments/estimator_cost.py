@@ -5,7 +5,7 @@ and with fewer kept examples (the first N of the kept ones), each scored by the 
 model's held-out figure (validation loss for text, validation accuracy for images).
 
     python experiments/estimator_cost.py --data-dir ../shared/data --model char-gpt \
-        --dataset tinyshakespeare --sparsity 0.5
+        --dataset tinyshakespeare --sparsity 0.5[,0.7,...] [--variants default,cheap]
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from bingo.pruning.masks import copy_model, prune
 VARIANTS = [("default", {}, None), ("swaps 5", {"MANY_SWAPS": 5}, None),
             ("no swaps", {"MANY_SWAPS": 0}, None), ("screen 1", {"SCREEN": 1}, None),
             ("finest 1/40", {"MANY_FINEST": 40}, None), ("kept 128", {}, 128),
-            ("kept 64", {}, 64)]
+            ("kept 64", {}, 64),
+            ("cheap", {"SCREEN": 1, "MANY_FINEST": 40, "MANY_SWAPS": 5}, None)]
 
 
 def main() -> None:
@@ -33,11 +34,18 @@ def main() -> None:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--model", default="char-gpt")
     p.add_argument("--dataset", default="tinyshakespeare")
-    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--sparsity", default="0.5", help="one or more, comma-separated")
+    p.add_argument("--variants", default=",".join(v[0] for v in VARIANTS),
+                   help="which rows, comma-separated")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    sparsities = [float(x) for x in args.sparsity.split(",")]
+    chosen = args.variants.split(",")
+    unknown = set(chosen) - {v[0] for v in VARIANTS}
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}; choose from {[v[0] for v in VARIANTS]}")
     job = PruneJob(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
-                   sparsity=args.sparsity, seed=args.seed)
+                   sparsity=sparsities[0], seed=args.seed)
     data = load_dataset(job.dataset, job.data_dir)
     torch.manual_seed(job.seed)
     model = build_model(job.model)
@@ -46,7 +54,8 @@ def main() -> None:
     metric = job.metric_name
     print(json.dumps({"train_seconds": stats.seconds, "dense": evaluate(model, data.val, metric)}))
     kept = search.calibration_batch()
-    for name, knobs, examples in VARIANTS:
+    for (name, knobs, examples), sparsity in ((v, s) for s in sparsities for v in VARIANTS
+                                              if v[0] in chosen):
         saved = {k: getattr(calibrated, k) for k in knobs}
         for k, v in knobs.items():
             setattr(calibrated, k, v)
@@ -54,16 +63,17 @@ def main() -> None:
         if examples is not None:  # the first N kept examples, for this variant only
             search.calibration_batch = lambda n=examples: (kept[0][:n], kept[1][:n])
         start = time.perf_counter()
-        scores = search.significance("calibrated", sparsity=args.sparsity)
+        scores = search.significance("calibrated", sparsity=sparsity)
         seconds = time.perf_counter() - start
         search.calibration_batch = original
         for k, v in saved.items():
             setattr(calibrated, k, v)
         pruned = copy_model(model)
-        prune(pruned, scores, sparsity=args.sparsity)
+        prune(pruned, scores, sparsity=sparsity)
         c = search.last_calibration
-        print(json.dumps({"variant": name, "seconds": round(seconds, 1),
-                          "evaluations": c.evaluations, "chosen": c.chosen,
+        print(json.dumps({"variant": name, "sparsity": sparsity, "seed": args.seed,
+                          "seconds": round(seconds, 1), "evaluations": c.evaluations,
+                          "chosen": c.chosen,
                           metric: evaluate(pruned, data.val, metric)}), flush=True)
 
 

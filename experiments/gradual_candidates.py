@@ -20,18 +20,21 @@ from bingo.harness.training import accuracy, make_optimizer, steps_per_epoch, tr
 from bingo.pruning.gradual_ticket import GradualTicketPruning
 
 
-def run(candidates, sparsity, seed, data, optimizer, lr, model_name, epochs, calibration):
+def run(candidates, sparsity, seed, data, optimizer, lr, model_name, epochs, calibration,
+        free_dead=False):
     torch.manual_seed(seed)
     model = build_model(model_name)
     total = steps_per_epoch(data.train, 64) * epochs
     pruner = GradualTicketPruning(model, sparsity=sparsity, total_steps=total, seed=seed,
-                                  candidates=candidates, calibration=calibration)
+                                  candidates=candidates, calibration=calibration,
+                                  free_dead=free_dead)
     start = time.perf_counter()
     stats = train(model, data.train, epochs=epochs, batch_size=64, seed=seed, progress=False,
                   optimizer=make_optimizer(optimizer, model.parameters(), lr), after_step=pruner)
     report = pruner.finish()
     return {"candidates": ",".join(candidates), "sparsity": sparsity, "seed": seed,
-            "optimizer": optimizer, "model": model_name, "zeros": report.sparsity,
+            "optimizer": optimizer, "free_dead": free_dead, "model": model_name,
+            "zeros": report.sparsity, "free": [e.get("free") for e in pruner.events],
             "test": accuracy(model, data.test), "chosen": pruner.chosen,
             "seconds": time.perf_counter() - start, "hook_seconds": stats.hook_seconds,
             "event_seconds": pruner.event_seconds}
@@ -47,14 +50,18 @@ def main() -> None:
     ap.add_argument("--model", default="lenet300")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--calibration", type=int, default=2048)
+    ap.add_argument("--free-dead", default="0", help="comma list of 0/1: weights whose "
+                    "input is zero on every kept example pruned first, for free")
     args = ap.parse_args()
     lr = 1e-3 if args.optimizer == "adam" else 0.05
     data = load_dataset("mnist", args.data_dir)
     for seed in map(int, args.seeds.split(",")):
         for s in map(float, args.sparsities.split(",")):
             for c in args.sets:
-                print(json.dumps(run(tuple(c.split(",")), s, seed, data, args.optimizer, lr,
-                                     args.model, args.epochs, args.calibration)), flush=True)
+                for free in map(int, args.free_dead.split(",")):
+                    print(json.dumps(run(tuple(c.split(",")), s, seed, data, args.optimizer,
+                                         lr, args.model, args.epochs, args.calibration,
+                                         bool(free))), flush=True)
 
 
 if __name__ == "__main__":

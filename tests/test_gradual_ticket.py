@@ -205,3 +205,50 @@ def test_fisher_and_reset_are_folded_in_only_when_a_candidate_reads_them():
     assert fisher.search.proxy_every == DEFAULT_PROXY_EVERY
     asked = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100, proxy_every=2)
     assert asked.search.proxy_every == 2
+
+
+def _dead_columns(model, inputs):
+    """Per Linear weight name: the input features that are zero on every one of ``inputs``
+    in the model as masked now, found by running its layers one by one."""
+    dead, x = {}, inputs
+    with torch.no_grad():
+        for name, layer in model.named_children():
+            if isinstance(layer, torch.nn.Linear):
+                dead[f"{name}.weight"] = (x.reshape(-1, x.shape[-1]) != 0).sum(0) == 0
+            x = layer(x)
+    return dead
+
+
+def test_free_dead_prunes_weights_no_kept_example_reaches_first_and_for_free(mnist,
+                                                                            fresh_seed):
+    torch.manual_seed(fresh_seed)
+    model = paper_mlp()
+    pruner = GradualTicketPruning(model, sparsity=0.9, total_steps=_total(mnist), every=5,
+                                  calibration=512, seed=fresh_seed % 1000, free_dead=True)
+    _train(model, mnist, pruner, seed=fresh_seed)
+    # a unit of the first hidden layer made dead on every kept example: its outgoing
+    # weights (a column of the second Linear) are free
+    with torch.no_grad():
+        model.fc1.weight_orig[3] = 0.0
+        model.fc1.bias[3] = -1.0
+    inputs, labels = pruner.search.calibration_batch()
+    model.eval()
+    dead = _dead_columns(model, inputs)
+    model.train()
+    before = pruner.keep()
+    free = {n: before[n] & dead[n].view(1, -1).expand_as(before[n]) for n in before}
+    count = sum(int(f.sum()) for f in free.values())
+    assert dead["fc2.weight"][3] and count > 0
+    kept_now = sum(int(k.sum()) for k in before.values())
+    total = sum(k.numel() for k in before.values())
+    masks = pruner.choose(1 - (kept_now - count - 10) / total)  # 10 weights beyond the free
+    assert pruner.note()["free"] == count
+    assert all(not (masks[n] & free[n]).any() for n in masks)  # every free weight went
+    # and cost nothing: restoring them changes no kept example's loss
+    restored = {n: masks[n] | free[n] for n in masks}
+    assert _independent_loss(model, restored, inputs, labels) == pytest.approx(
+        _independent_loss(model, masks, inputs, labels), rel=1e-6)
+    # without the option, magnitude alone keeps some of them at this sparsity
+    pruner.free_dead = False
+    plain = pruner.choose(1 - (kept_now - count - 10) / total)
+    assert any((plain[n] & free[n]).any() for n in plain)

@@ -153,3 +153,60 @@ def test_adamw_decays_only_matrices_and_warmup_cosine_rises_then_falls():
     warm = [f(s) for s in range(50)]
     assert warm == sorted(warm) and warm[0] == pytest.approx(1 / 50) and f(49) == 1.0
     assert f(999) == pytest.approx(0.1, abs=1e-4) and f(500) < f(100) < 1.0
+
+
+def test_a_loss_ceiling_prunes_as_far_as_the_validation_loss_allows(data_dir, tmp_path,
+                                                                    monkeypatch):
+    """`bingo prune --max-loss-increase`: the largest sparsity (to the bisection's
+    tolerance) whose validation loss stays within the dense loss + the increase; the
+    validation split cut to 6,000 characters to keep the test short."""
+    import bingo.harness.jobs as jobs
+    real = jobs.load_dataset
+
+    def shorter(name, root):
+        data = real(name, root)
+        data.val = data.test = data.val.subset(6000)
+        return data
+    monkeypatch.setattr(jobs, "load_dataset", shorter)
+    out = tmp_path / "ceiling.json"
+    assert main(["prune", "--data-dir", str(data_dir), *GPT, "--max-loss-increase", "0.02",
+                 "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    ceiling = r["dense_val_loss"] + 0.02
+    assert r["config"]["max_loss_increase"] == 0.02 and "loss+0.02" in r["name"]
+    assert r["pruned_val_loss"] <= ceiling
+    trials = r["prune_evaluations"]
+    assert all(set(t) == {"sparsity", "loss"} for t in trials) and len(trials) >= 8
+    ok = [t["sparsity"] for t in trials if t["loss"] <= ceiling]
+    over = [t["sparsity"] for t in trials if t["loss"] > ceiling]
+    assert over and 0 < r["sparsity"] < min(over)  # a sparser trial broke the ceiling
+    assert min(over) - max(ok) <= 2e-3  # and the bisection closed in on it
+    assert abs(r["sparsity"] - max(ok)) < 1e-3  # the zeros really there
+
+
+@pytest.mark.parametrize("job, message", [
+    (dict(max_loss_increase=0.05), "is for the text datasets; give --min-accuracy"),
+    (dict(model="char-gpt", dataset="tinyshakespeare", max_loss_increase=0.05, sparsity=0.5),
+     "not --sparsity and --max-loss-increase"),
+    (dict(model="char-gpt", dataset="tinyshakespeare", max_loss_increase=0.0),
+     "must be > 0"),
+    (dict(model="char-gpt", dataset="tinyshakespeare", max_loss_increase=0.05,
+          schedule="gradual"), "a loss ceiling needs the one-shot schedule"),
+])
+def test_a_loss_ceiling_is_refused_where_it_does_not_apply(job, message):
+    with pytest.raises(ValueError, match=message):
+        PruneJob(**job).target()
+
+
+def test_prune_under_a_loss_ceiling_refuses_one_the_dense_model_misses():
+    from bingo.pruning.masks import prune
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    scores = {"0.weight": torch.rand(3, 4)}
+    with pytest.raises(ValueError, match="unreachable loss ceiling.*raise max_loss"):
+        prune(model, scores, max_loss=1.0, evaluate=lambda m: 2.0)
+    with pytest.raises(ValueError, match="max_loss needs evaluate="):
+        prune(model, scores, max_loss=1.0)
+    with pytest.raises(ValueError, match="exactly one of"):
+        prune(model, scores, max_loss=1.0, sparsity=0.5, evaluate=lambda m: 0.0)
+    assert not hasattr(model[0], "weight_mask")  # nothing pruned on refusal

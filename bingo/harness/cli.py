@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="prune exactly this fraction of the prunable weights")
     goal.add_argument("--min-accuracy", type=_fraction, default=None,
                       help=f"prune as far as validation accuracy stays >= this "
-                           f"(default when neither is given: {DEFAULT_MIN_ACCURACY})")
+                           f"(default when no goal is given: {DEFAULT_MIN_ACCURACY})")
+    goal.add_argument("--max-loss-increase", type=float, default=None, metavar="NATS",
+                      help="text datasets: prune as far as the validation loss stays <= "
+                           "the dense model's + this (e.g. 0.05)")
     p.add_argument("--scope", choices=("global", "layer"), default=d.scope)
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help="one-shot: train with the search, then prune; gradual: prune during "
@@ -132,6 +135,10 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
     p.add_argument("--gmp-every", type=_positive, default=d.gmp_every,
                    help="training steps between two pruning events")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device,
+                   help="where the data and models live: cpu, or cuda (cuda:N) for longer "
+                        "schedules on a GPU (the same batches and initial weights as on the "
+                        "CPU; one process)")
     p.add_argument("--train-limit", type=_positive, default=None,
                    help="train on only the first N training images (text: characters; "
                         "quick runs)")

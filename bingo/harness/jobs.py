@@ -24,6 +24,7 @@ from ..pruning.batchnorm import recalibrate_batchnorm, recalibrating
 from ..pruning.refit import prune_and_refit
 from ..pruning.schedule import CubicSchedule
 from .data import DATASET_METRIC, load_dataset
+from .device import device_environment, resolve_device
 from .models import MODEL_DATASETS, build_model
 from .recipes import recipe
 from .training import LR_SCHEDULES, evaluate, make_optimizer, steps_per_epoch, train
@@ -61,6 +62,7 @@ class RunSetup:
     estimator: str = "calibrated"  # how the search's evidence becomes scores (bingo.evidence.estimators)
     refit: bool = False                # after one-shot pruning, refit kept weights (bingo.refit)
     seed: int = 0
+    device: str = "cpu"                # or cuda / cuda:N: data and models there (device.py)
     train_limit: Optional[int] = None  # use only the first N training images (quick runs, tests)
     gmp_start: float = 0.1             # pruning during training (gmp, bingo-gradual, prune
     gmp_end: float = 0.75              # --schedule gradual): Zhu & Gupta's cubic schedule,
@@ -71,6 +73,11 @@ class RunSetup:
         for key, value in recipe(self.model).items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+
+    @property
+    def torch_device(self) -> torch.device:
+        """The device the job's data and models live on (checked)."""
+        return resolve_device(self.device)
 
     @property
     def metric_name(self) -> str:
@@ -87,6 +94,7 @@ class RunSetup:
                              f"model ({', '.join(fitting) or 'none yet'})")
         if self.metric_name == "loss":
             self.check_loss_metric()
+        self.torch_device  # a device this machine can run, or the fix
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose one "
                              f"of {LR_SCHEDULES}")
@@ -179,6 +187,7 @@ class PruneJob(RunSetup):
 
     sparsity: Optional[float] = None
     min_accuracy: Optional[float] = None
+    max_loss_increase: Optional[float] = None  # text: prune while val loss <= dense + this
     scope: str = "global"
     schedule: str = "one-shot"         # or "gradual": prune during the run (bingo.pruning.gradual_ticket)
 
@@ -186,13 +195,25 @@ class PruneJob(RunSetup):
         self.check_data()
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.sparsity is not None and self.min_accuracy is not None:
-            raise ValueError("give either --sparsity or --min-accuracy, not both")
+        goals = [n for n, v in (("--sparsity", self.sparsity),
+                                ("--min-accuracy", self.min_accuracy),
+                                ("--max-loss-increase", self.max_loss_increase))
+                 if v is not None]
+        if len(goals) > 1:
+            raise ValueError(f"give one of --sparsity, --min-accuracy or --max-loss-increase, "
+                             f"not {' and '.join(goals)}")
+        if self.max_loss_increase is not None:
+            if self.metric_name != "loss":
+                raise ValueError(f"{self.dataset} reports accuracy: --max-loss-increase is for "
+                                 f"the text datasets; give --min-accuracy (a floor) instead")
+            if not self.max_loss_increase > 0:
+                raise ValueError(f"--max-loss-increase must be > 0 (nats of validation loss "
+                                 f"above the dense model's), got {self.max_loss_increase}")
         if self.schedule == "gradual":
             if self.sparsity is None:
                 raise ValueError("--schedule gradual prunes during training to a sparsity "
                                  "fixed in advance: give --sparsity (e.g. 0.95); an accuracy "
-                                 "floor needs the one-shot schedule")
+                                 "floor or a loss ceiling needs the one-shot schedule")
             if self.variants:
                 raise ValueError("--schedule gradual measures candidate masks at its events "
                                  "and runs no random-subset variants: drop --variants")
@@ -201,16 +222,20 @@ class PruneJob(RunSetup):
                                  "by measured loss: --refit, --scope and --estimator belong "
                                  "to the one-shot schedule; drop them")
             self.schedule_for(self.sparsity, 1000)  # its own checks, before training
-        if self.sparsity is None and self.min_accuracy is None:
+        if not goals:
             if self.metric_name == "loss":
                 raise ValueError(f"{self.dataset} reports validation loss, which has no "
-                                 f"default floor: give --sparsity (e.g. 0.5)")
-            return {"sparsity": None, "min_accuracy": DEFAULT_MIN_ACCURACY}
-        return {"sparsity": self.sparsity, "min_accuracy": self.min_accuracy}
+                                 f"default ceiling: give --sparsity (e.g. 0.5) or "
+                                 f"--max-loss-increase (e.g. 0.05)")
+            return {"sparsity": None, "min_accuracy": DEFAULT_MIN_ACCURACY,
+                    "max_loss_increase": None}
+        return {"sparsity": self.sparsity, "min_accuracy": self.min_accuracy,
+                "max_loss_increase": self.max_loss_increase}
 
     @property
     def name(self) -> str:
         goal = (f"s{self.sparsity}" if self.sparsity is not None
+                else f"loss+{self.max_loss_increase}" if self.max_loss_increase is not None
                 else f"acc{self.target()['min_accuracy']}")
         if self.schedule == "gradual":
             return (f"bingo-gradual_{self.model}_{self.dataset}_{self.optimizer}{self.lr}_"
@@ -224,11 +249,12 @@ class PruneJob(RunSetup):
                 f"{goal}{'_refit' if self.refit else ''}_seed{self.seed}")
 
 
-def environment() -> Dict[str, Any]:
+def environment(device: str = "cpu") -> Dict[str, Any]:
     return {
         "bingo": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        **device_environment(resolve_device(device)),
     }
 
 
@@ -269,10 +295,10 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     wall = time.perf_counter()
     target = job.target()  # validates before any work
     job.check_estimators([job.estimator])
-    data = load_dataset(job.dataset, job.data_dir)
+    data = load_dataset(job.dataset, job.data_dir).to(job.torch_device)
     train_split = data.train.subset(job.train_limit)
     torch.manual_seed(job.seed)
-    model = build_model(job.model)
+    model = build_model(job.model).to(job.torch_device)  # the CPU's initial weights
     if job.schedule == "gradual":
         return _run_gradual(job, model, data, train_split, wall, progress)
     search = job.make_search(model)
@@ -292,6 +318,9 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
     goal = dict(sparsity=target["sparsity"], min_accuracy=target["min_accuracy"],
                 evaluate=(lambda m: evaluate(m, data.val, "accuracy"))
                 if job.metric_name == "accuracy" else None, scope=job.scope)
+    if target["max_loss_increase"] is not None:  # a ceiling on the validation loss
+        goal.update(max_loss=dense["dense_val_loss"] + target["max_loss_increase"],
+                    evaluate=lambda m: evaluate(m, data.val, "loss"))
     kept_inputs = search.kept_examples()[0] if job.calibration else None  # every rank's
     if goal["evaluate"] is not None and kept_inputs is not None and batchnorm_layers(model):
         goal["evaluate"] = recalibrating(goal["evaluate"], kept_inputs)
@@ -325,7 +354,7 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         "config": {**asdict(job), **target, "variants": search.variants,
                    "effective_fraction": search.effective_fraction, "backend": search.backend},
         "calibration": search.last_calibration.to_dict() if search.last_calibration else None,
-        "environment": environment(),
+        "environment": environment(job.device),
     }
 
 
@@ -348,5 +377,5 @@ def _run_gradual(job: PruneJob, model, data, train_split, wall: float,
         "prune_seconds": pruner.event_seconds, "total_seconds": time.perf_counter() - wall,
         "train_steps": stats.steps, "events": pruner.events, "chosen": pruner.chosen,
         "config": {**asdict(job), "variants": 0, "backend": pruner.search.backend},
-        "environment": environment(),
+        "environment": environment(job.device),
     }

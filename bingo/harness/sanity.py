@@ -41,7 +41,7 @@ def shuffle_pixels(x: torch.Tensor, y: torch.Tensor,
                    generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
     """Each image's pixels permuted independently (its pixel values are kept)."""
     flat = x.reshape(len(x), -1)
-    order = torch.argsort(torch.rand(flat.shape, generator=generator), dim=1)
+    order = torch.argsort(torch.rand(flat.shape, generator=generator), dim=1).to(flat.device)
     return torch.gather(flat, 1, order).view_as(x), y
 
 

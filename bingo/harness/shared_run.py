@@ -38,7 +38,7 @@ class Harness:
 
     def __init__(self, job: "CompareJob", progress: bool, log: Callable[[str], None]):
         self.job, self.progress, self.log = job, progress, log
-        self.data = load_dataset(job.dataset, job.data_dir)
+        self.data = load_dataset(job.dataset, job.data_dir).to(job.torch_device)
         self.train_split = self.data.train.subset(job.train_limit)
         self.metric = self.data.metric  # accuracy (images) or loss (text: lower is better)
         # a point's headline figure: test accuracy, or (text has no test split) val loss
@@ -52,7 +52,7 @@ class Harness:
     def fresh(self, seed: Optional[int] = None) -> nn.Module:
         """The model at its initial weights (the same for every method, given the seed)."""
         torch.manual_seed(self.job.seed if seed is None else seed)
-        return build_model(self.job.model)
+        return build_model(self.job.model).to(self.job.torch_device)  # drawn on the CPU
 
     def target_names(self) -> List[str]:
         return [t.name for t in select_targets(self.fresh())]

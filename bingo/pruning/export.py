@@ -90,7 +90,7 @@ def _remove_dead(producer: nn.Module, consumer: nn.Module, between: List[nn.Modu
     """Remove the dead output units of ``producer`` (in place on both modules)."""
     w = producer.weight.detach()
     units = w.shape[0]
-    bias = producer.bias.detach() if producer.bias is not None else torch.zeros(units)
+    bias = producer.bias.detach() if producer.bias is not None else torch.zeros(units, device=w.device)
     cw = consumer.weight.detach()
     # consumer input columns per producer unit (Flatten after a conv: H*W columns each)
     per_unit = cw.shape[1] // units
@@ -106,7 +106,7 @@ def _remove_dead(producer: nn.Module, consumer: nn.Module, between: List[nn.Modu
         return 0
     keep = ~dead
     constant = _apply_activation(between, bias.clone())  # a no-input unit's output
-    fold = torch.zeros(cw.shape[0], dtype=cw.dtype)
+    fold = torch.zeros(cw.shape[0], dtype=cw.dtype, device=cw.device)
     for u in torch.nonzero(no_input & ~no_output).flatten().tolist():
         fold += cols[:, u].reshape(cw.shape[0], -1).sum(dim=1) * constant[u]
     with torch.no_grad():

@@ -46,6 +46,10 @@ class GradualTicketPruning(ScheduledPruning):
             magnitude and its mixture with movement; any of magnitude, fisher, reset,
             movement and their ``mag+`` mixtures may be named); ``("magnitude",)`` is
             gradual magnitude pruning with the search's overhead.
+        free_dead: prune first, at no cost to the budget's choice, the kept weights whose
+            input is zero on every kept example (a dead unit's outgoing weights, an
+            always-blank pixel's): one more forward an event; off by default, measured
+            not to help (docs/results.md).
         **search_options: for the :class:`~bingo.TicketSearch` (``calibration``, the kept
             examples an event measures on; ``seed``, ``include``/``exclude``,
             ``loss_fn``, ...; ``proxy_every`` defaults to never after the first step when
@@ -55,7 +59,8 @@ class GradualTicketPruning(ScheduledPruning):
 
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int,
                  start: float = 0.1, end: float = 0.75, every: int = 50,
-                 candidates: Sequence[str] = DEFAULT_CANDIDATES, **search_options: Any):
+                 candidates: Sequence[str] = DEFAULT_CANDIDATES, free_dead: bool = False,
+                 **search_options: Any):
         schedule = CubicSchedule(sparsity, total_steps, start, end, every)  # checks first
         known = PROXY_ESTIMATORS + MIXTURES
         unknown = [c for c in candidates if c not in known]
@@ -83,6 +88,7 @@ class GradualTicketPruning(ScheduledPruning):
         self.search._masked_ok = True  # reads weight_orig; its estimators refuse
         super().__init__(model, [t.name for t in self.search.targets], schedule)
         self.candidates = tuple(candidates)
+        self.free_dead = free_dead
         self.chosen: Dict[str, int] = {c: 0 for c in self.candidates}
         self._last: Dict[str, float] = {}
 
@@ -107,7 +113,10 @@ class GradualTicketPruning(ScheduledPruning):
         inputs, labels = self.search.calibration_batch()
         sizes = [keep[n].numel() for n in names]
         losses, proposals = {}, {}
+        free = self._dead_inputs(names, inputs)[kept] if self.free_dead else None
         for c, ranking in self._rankings(names, kept).items():
+            if free is not None:  # weights no kept example reaches go first, for free
+                ranking = ranking.float().masked_fill(free, float("-inf"))
             flat = flat_keep.clone()
             flat[kept[lowest(ranking, more)]] = False
             proposals[c] = {n: p.view(keep[n].shape)
@@ -119,7 +128,8 @@ class GradualTicketPruning(ScheduledPruning):
                                 "every rank must train the same weights: wrap the model in "
                                 "DistributedDataParallel and give each rank the same seed")
         self.chosen[best] += 1
-        self._last = {"chosen": best, **{f"loss {c}": v for c, v in losses.items()}}
+        self._last = {"chosen": best, **({"free": int(free.sum())} if free is not None else {}),
+                      **{f"loss {c}": v for c, v in losses.items()}}
         return proposals[best]
 
     def note(self) -> Dict[str, Any]:
@@ -149,6 +159,42 @@ class GradualTicketPruning(ScheduledPruning):
             mag = stable_ranks(single["magnitude"])
             out.update({c: mag + stable_ranks(single[c.split("+", 1)[1]]) for c in mixed})
         return out
+
+    def _dead_inputs(self, names: Sequence[str], inputs: torch.Tensor) -> torch.Tensor:
+        """A flat mask (``names`` order) of the weights whose input (a Linear's feature, a
+        Conv2d's channel) is zero on every kept example of every rank under the current
+        masks: removing them changes no kept example's output."""
+        alive: Dict[str, torch.Tensor] = {}
+
+        def hook(name, module):
+            def capture(_, args):
+                x = args[0] != 0
+                if isinstance(module, nn.Conv2d) and module.groups == 1:
+                    alive[name] = x.transpose(0, 1).reshape(x.shape[1], -1).any(1)
+                elif isinstance(module, nn.Linear):
+                    alive[name] = x.reshape(-1, x.shape[-1]).any(0)
+            return capture
+
+        handles = [m.register_forward_pre_hook(hook(n, m))
+                   for n, (m, _) in self._modules.items()]
+        try:
+            with Borrowed(self.model, [inputs.device]), torch.no_grad():
+                self.model(inputs)
+        finally:
+            for h in handles:
+                h.remove()
+        if alive:  # alive on any rank's kept examples (a mean above 0): one all-reduce
+            alive = self.search.ranks.mean_tensors({n: a.float() for n, a in alive.items()}, 1)
+        dead = []
+        for n in names:
+            w = self._modules[n][0]
+            shape = getattr(w, self._modules[n][1] + "_mask").shape
+            if n not in alive:
+                dead.append(torch.zeros(shape, dtype=torch.bool, device=inputs.device).reshape(-1))
+                continue
+            cols = (alive[n] == 0).view(1, -1, *([1] * (len(shape) - 2)))
+            dead.append(cols.expand(shape).reshape(-1))
+        return torch.cat(dead)
 
     def _loss(self, keep: Masks, inputs: torch.Tensor, labels: torch.Tensor) -> float:
         """The loss on the kept examples with ``keep`` as the masks; nothing written."""

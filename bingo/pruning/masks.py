@@ -37,13 +37,17 @@ class LayerReport:
 @dataclass
 class PruneReport:
     """What a prune did: per-layer and total sparsity (the zeros really in the weights,
-    counted, not the mask's share), accuracy before and after."""
+    counted, not the mask's share), accuracy (or, under a loss ceiling, the loss) before
+    and after."""
 
     sparsity: float
     layers: Dict[str, LayerReport]
     accuracy_before: Optional[float] = None
     accuracy_after: Optional[float] = None
     min_accuracy: Optional[float] = None
+    max_loss: Optional[float] = None
+    loss_before: Optional[float] = None
+    loss_after: Optional[float] = None
     evaluations: List[Dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -152,7 +156,7 @@ def _evaluate_masked(model: nn.Module, items: List[_Scored], masks: List[torch.T
 
 def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
           sparsity: Union[float, Mapping[str, float], None] = None,
-          min_accuracy: Optional[float] = None,
+          min_accuracy: Optional[float] = None, max_loss: Optional[float] = None,
           evaluate: Optional[Evaluate] = None, scope: str = "global",
           tolerance: float = 1e-3) -> PruneReport:
     """Prune the lowest-scoring weights of ``model`` in one shot.
@@ -166,15 +170,20 @@ def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
         min_accuracy: instead, find the largest sparsity whose ``evaluate(model)``
             stays >= min_accuracy, by bisection to ``tolerance`` (about
             log2(1/tolerance) evaluations); assumes accuracy falls as sparsity rises.
-        evaluate: ``evaluate(model) -> accuracy`` on held-out (validation) data;
-            needed for min_accuracy, optional otherwise (fills the report).
+        max_loss: instead, a ceiling: the largest sparsity whose ``evaluate(model)``, then
+            a loss (a language model's validation loss), stays <= max_loss; assumes the
+            loss rises with sparsity.
+        evaluate: ``evaluate(model) -> accuracy`` on held-out (validation) data (a loss
+            with max_loss); needed for a floor or ceiling, optional otherwise (fills the
+            report).
         scope: "global" ranks all scored weights together; "layer" prunes each
             layer to the same sparsity.
     """
     start = time.perf_counter()
-    if (sparsity is None) == (min_accuracy is None):
-        raise ValueError("give exactly one of sparsity= (a fraction of weights to prune) or "
-                         "min_accuracy= (an accuracy floor to prune down to)")
+    if sum(g is not None for g in (sparsity, min_accuracy, max_loss)) != 1:
+        raise ValueError("give exactly one of sparsity= (a fraction of weights to prune), "
+                         "min_accuracy= (an accuracy floor to prune down to) or max_loss= (a "
+                         "loss ceiling)")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     per_layer = isinstance(sparsity, Mapping)
@@ -188,6 +197,8 @@ def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
                          f"{sorted(set(sparsity) - set(scores))}")
     if min_accuracy is not None and evaluate is None:
         raise ValueError("min_accuracy needs evaluate=: a function model -> validation accuracy")
+    if max_loss is not None and evaluate is None:
+        raise ValueError("max_loss needs evaluate=: a function model -> validation loss")
     if not scores:
         raise ValueError("scores is empty: there is nothing to prune; pass {parameter name: scores}")
     if not 0.0 < tolerance < 1.0:
@@ -202,11 +213,13 @@ def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
         for i in items:
             i.order = torch.sort(i.score, stable=True).indices
 
-    report = PruneReport(sparsity=0.0, layers={}, min_accuracy=min_accuracy)
+    report = PruneReport(sparsity=0.0, layers={}, min_accuracy=min_accuracy, max_loss=max_loss)
+    loss = max_loss is not None  # evaluate gives a loss
     if evaluate is not None:
-        report.accuracy_before = float(evaluate(model))
-    if min_accuracy is not None:
-        sparsity = _bisect(model, items, scope, order, evaluate, min_accuracy, tolerance, report)
+        setattr(report, "loss_before" if loss else "accuracy_before", float(evaluate(model)))
+    if min_accuracy is not None or loss:
+        sparsity = _bisect(model, items, scope, order, evaluate,
+                           max_loss if loss else min_accuracy, tolerance, report, loss)
 
     masks = _masks_at(items, sparsity, scope, order)
     for i, m in zip(items, masks):
@@ -214,42 +227,53 @@ def prune(model: nn.Module, scores: Mapping[str, torch.Tensor], *,
     refresh_masked_reads(model)
     report.recount(model, [i.name for i in items])
     if evaluate is not None:
-        report.accuracy_after = float(evaluate(model))
+        setattr(report, "loss_after" if loss else "accuracy_after", float(evaluate(model)))
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _bisect(model, items, scope, order, evaluate, min_accuracy, tolerance, report) -> float:
-    """Largest sparsity (to ``tolerance``) whose masked accuracy stays >= min_accuracy."""
-    def accuracy_at(s: float) -> float:
+def _bisect(model, items, scope, order, evaluate, bound, tolerance, report, loss) -> float:
+    """Largest sparsity (to ``tolerance``) whose masked accuracy stays >= ``bound`` (its
+    loss <= ``bound`` with ``loss``)."""
+    def value_at(s: float) -> float:
         return _evaluate_masked(model, items, _masks_at(items, s, scope, order), evaluate)
 
-    return bisect_sparsity(accuracy_at, min_accuracy, report.accuracy_before, tolerance,
-                           report.evaluations)
+    dense = report.loss_before if loss else report.accuracy_before
+    return bisect_sparsity(value_at, bound, dense, tolerance, report.evaluations,
+                           kind="loss" if loss else "accuracy")
 
 
-def bisect_sparsity(accuracy_at: Callable[[float], float], min_accuracy: float,
-                    dense_accuracy: float, tolerance: float,
-                    evaluations: List[Dict[str, float]]) -> float:
-    """Largest sparsity in [0, 1] (to ``tolerance``) with ``accuracy_at(s) >= min_accuracy``,
-    assuming accuracy falls as sparsity rises; each evaluation is appended to
-    ``evaluations``. Refuses a floor the unpruned model (``dense_accuracy``) misses."""
-    def measured(s: float) -> float:
-        acc = float(accuracy_at(s))
-        evaluations.append({"sparsity": s, "accuracy": acc})
-        return acc
+def bisect_sparsity(value_at: Callable[[float], float], bound: float, dense_value: float,
+                    tolerance: float, evaluations: List[Dict[str, float]],
+                    kind: str = "accuracy") -> float:
+    """Largest sparsity in [0, 1] (to ``tolerance``) with ``value_at(s) >= bound`` (an
+    accuracy floor, assumed to fall as sparsity rises) or, with ``kind="loss"``,
+    ``value_at(s) <= bound`` (a loss ceiling, assumed to rise); each evaluation is appended
+    to ``evaluations`` as {"sparsity", kind}. Refuses a bound the unpruned model
+    (``dense_value``) misses."""
+    if kind not in ("accuracy", "loss"):
+        raise ValueError(f"kind must be 'accuracy' or 'loss', got {kind!r}")
 
-    if dense_accuracy < min_accuracy:
+    def ok(s: float) -> bool:
+        value = float(value_at(s))
+        evaluations.append({"sparsity": s, kind: value})
+        return value <= bound if kind == "loss" else value >= bound
+
+    if kind == "accuracy" and dense_value < bound:
         raise ValueError(
             f"unreachable accuracy threshold: the unpruned model already scores "
-            f"{dense_accuracy:.4f} < min_accuracy {min_accuracy:.4f} on the evaluation data; "
+            f"{dense_value:.4f} < min_accuracy {bound:.4f} on the evaluation data; "
             f"lower min_accuracy (or train longer)")
+    if kind == "loss" and not dense_value <= bound:
+        raise ValueError(
+            f"unreachable loss ceiling: the unpruned model's loss is already {dense_value:.4f} "
+            f"> max_loss {bound:.4f} on the evaluation data; raise max_loss (or train longer)")
     lo, hi = 0.0, 1.0
-    if measured(hi) >= min_accuracy:
+    if ok(hi):
         return hi
     while hi - lo > tolerance:
         mid = (lo + hi) / 2
-        if measured(mid) >= min_accuracy:
+        if ok(mid):
             lo = mid
         else:
             hi = mid
@@ -261,7 +285,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     torch.nn.utils.prune (combined with any mask already there)."""
     for name, keep in masks.items():
         module, attr = _owner(model, name)
-        torch_prune.custom_from_mask(module, attr, keep.to(torch.bool))
+        torch_prune.custom_from_mask(module, attr, keep.to(getattr(module, attr).device, torch.bool))
     refresh_masked_reads(model)
 
 

@@ -114,7 +114,7 @@ def sparsegpt_layer(weight: torch.Tensor, rows: torch.Tensor, sparsity: float,
     h = rows.double().T @ rows.double()
     dead = torch.diag(h) == 0  # inputs that are zero on every example: free to prune
     h[dead, dead] = 1.0
-    h += damping * torch.diag(h).mean() * torch.eye(cols, dtype=h.dtype)
+    h += damping * torch.diag(h).mean() * torch.eye(cols, dtype=h.dtype, device=h.device)
     u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     keep = torch.ones_like(w, dtype=torch.bool)
     goal = round(sparsity * w.numel())

@@ -56,12 +56,17 @@ class Split:
             return self
         return Split(self.images[:n], self.labels[:n], self.augment)
 
+    def to(self, device: torch.device | str) -> "Split":
+        """The split held on ``device`` (batches are then drawn there; their order and
+        augmentation still come from the CPU generator, the same as on the CPU)."""
+        return Split(self.images.to(device), self.labels.to(device), self.augment)
+
     def batches(self, batch_size: int, generator: Optional[torch.Generator] = None,
                 shuffle: bool = True) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i:i + batch_size].to(self.images.device)
             x = self.images[idx]
             yield (crop_and_flip(x, generator) if self.augment else x), self.labels[idx]
 
@@ -83,8 +88,9 @@ def crop_and_flip(images: torch.Tensor, generator: Optional[torch.Generator],
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     flip = torch.rand(n, generator=generator) < 0.5
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]  # [n, 1, h, 1]
+    on = images.device  # the draws above are the CPU generator's on every device
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].to(on)  # [n, 1, h, 1]
     cols = dx[:, None] + torch.arange(w)[None, :]
-    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]  # [n, 1, 1, w]
-    batch = torch.arange(n)[:, None, None, None]
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :].to(on)  # [n,1,1,w]
+    batch = torch.arange(n, device=on)[:, None, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].squeeze(1).permute(0, 3, 1, 2)

@@ -13,3 +13,16 @@ class Splits:
     test: Any
     test_exact: Optional[Any] = None  # CIFAR-10: the test images known pixel-exact
     metric: str = "accuracy"
+
+    def to(self, device) -> "Splits":
+        """Every split held on ``device`` (a split shared by two names stays shared)."""
+        moved: dict = {}
+
+        def on(split):
+            if split is None:
+                return None
+            if id(split) not in moved:
+                moved[id(split)] = split.to(device)
+            return moved[id(split)]
+        return Splits(on(self.train), on(self.val), on(self.test), on(self.test_exact),
+                      self.metric)

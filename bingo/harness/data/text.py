@@ -76,6 +76,11 @@ class TextSplit:
         """The first ``n`` characters (``--train-limit`` for text)."""
         return self if n is None or n >= len(self.ids) else TextSplit(self.ids[:n], self.context)
 
+    def to(self, device: torch.device | str) -> "TextSplit":
+        """The characters held on ``device`` (the windows' offsets still come from the CPU
+        generator: the same batches as on the CPU)."""
+        return TextSplit(self.ids.to(device), self.context)
+
     def batches(self, batch_size: int, generator: Optional[torch.Generator] = None,
                 shuffle: bool = True) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         n, t = len(self), self.context
@@ -85,7 +90,7 @@ class TextSplit:
             starts = torch.arange(n) * t
         span = torch.arange(t + 1)
         for i in range(0, n, batch_size):
-            window = self.ids[starts[i:i + batch_size, None] + span]
+            window = self.ids[(starts[i:i + batch_size, None] + span).to(self.ids.device)]
             yield window[:, :-1], window[:, 1:]
 
 
