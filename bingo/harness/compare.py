@@ -71,4 +71,4 @@ def run_compare(job: CompareJob, progress: bool = True,
                                                       "sparsities": list(job.sparsities)},
             "methods": [asdict(r) for r in results], "total_seconds": time.perf_counter() - wall,
             "calibrations": h.calibrations, "regression": h.regression,
-            "environment": environment(job.device) | {"search_backend": h.search_backend}}
+            "environment": environment(job.torch_device) | {"search_backend": h.search_backend}}

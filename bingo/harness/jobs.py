@@ -249,12 +249,12 @@ class PruneJob(RunSetup):
                 f"{goal}{'_refit' if self.refit else ''}_seed{self.seed}")
 
 
-def environment(device: str = "cpu") -> Dict[str, Any]:
+def environment(device: torch.device = torch.device("cpu")) -> Dict[str, Any]:
     return {
         "bingo": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        **device_environment(resolve_device(device)),
+        **device_environment(device),
     }
 
 
@@ -354,7 +354,7 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         "config": {**asdict(job), **target, "variants": search.variants,
                    "effective_fraction": search.effective_fraction, "backend": search.backend},
         "calibration": search.last_calibration.to_dict() if search.last_calibration else None,
-        "environment": environment(job.device),
+        "environment": environment(job.torch_device),
     }
 
 
@@ -377,5 +377,5 @@ def _run_gradual(job: PruneJob, model, data, train_split, wall: float,
         "prune_seconds": pruner.event_seconds, "total_seconds": time.perf_counter() - wall,
         "train_steps": stats.steps, "events": pruner.events, "chosen": pruner.chosen,
         "config": {**asdict(job), "variants": 0, "backend": pruner.search.backend},
-        "environment": environment(job.device),
+        "environment": environment(job.torch_device),
     }
