@@ -227,10 +227,12 @@ def test_free_dead_prunes_weights_no_kept_example_reaches_first_and_for_free(mni
                                   calibration=512, seed=fresh_seed % 1000, free_dead=True)
     _train(model, mnist, pruner, seed=fresh_seed)
     # a unit of the first hidden layer made dead on every kept example: its outgoing
-    # weights (a column of the second Linear) are free
+    # weights (a column of the second Linear) are free; the unit with the most kept
+    # outgoing weights, so that the column is not already pruned under this seed
+    unit = int(pruner.keep()["fc2.weight"].sum(0).argmax())
     with torch.no_grad():
-        model.fc1.weight_orig[3] = 0.0
-        model.fc1.bias[3] = -1.0
+        model.fc1.weight_orig[unit] = 0.0
+        model.fc1.bias[unit] = -1.0
     inputs, labels = pruner.search.calibration_batch()
     model.eval()
     dead = _dead_columns(model, inputs)
@@ -238,7 +240,7 @@ def test_free_dead_prunes_weights_no_kept_example_reaches_first_and_for_free(mni
     before = pruner.keep()
     free = {n: before[n] & dead[n].view(1, -1).expand_as(before[n]) for n in before}
     count = sum(int(f.sum()) for f in free.values())
-    assert dead["fc2.weight"][3] and count > 0
+    assert dead["fc2.weight"][unit] and count > 0
     kept_now = sum(int(k.sum()) for k in before.values())
     total = sum(k.numel() for k in before.values())
     masks = pruner.choose(1 - (kept_now - count - 10) / total)  # 10 weights beyond the free
