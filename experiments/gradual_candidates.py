@@ -1,10 +1,13 @@
 """Which candidate rankings should `bingo-gradual`'s events choose between? The same
 LeNet-300-100 runs (initial weights, data order) pruned during training with each set.
 ``magnitude`` alone is gradual magnitude pruning (global) through the same code.
+``--margin`` sets the standard errors by which another candidate must beat the first
+(magnitude) before an event takes its mask (a comma list: each value its own run; 0, the
+lowest mean loss, was the default before 2026-12-06; now 2).
 
     python experiments/gradual_candidates.py --data-dir ../shared/data --optimizer sgd \
         --sets magnitude mag+movement,magnitude magnitude,mag+movement,mag+fisher \
-        --sparsities 0.95,0.98 --seeds 0,1,2
+        --sparsities 0.95,0.98 --seeds 0,1,2 --margin 0,2
 """
 from __future__ import annotations
 
@@ -17,23 +20,24 @@ import torch
 from bingo.harness.data import load_dataset
 from bingo.harness.models import build_model
 from bingo.harness.training import accuracy, make_optimizer, steps_per_epoch, train
-from bingo.pruning.gradual_ticket import GradualTicketPruning
+from bingo.pruning.gradual_ticket import DEFAULT_MARGIN, GradualTicketPruning
 
 
 def run(candidates, sparsity, seed, data, optimizer, lr, model_name, epochs, calibration,
-        free_dead=False):
+        free_dead=False, margin=DEFAULT_MARGIN):
     torch.manual_seed(seed)
     model = build_model(model_name)
     total = steps_per_epoch(data.train, 64) * epochs
     pruner = GradualTicketPruning(model, sparsity=sparsity, total_steps=total, seed=seed,
                                   candidates=candidates, calibration=calibration,
-                                  free_dead=free_dead)
+                                  free_dead=free_dead, margin=margin)
     start = time.perf_counter()
     stats = train(model, data.train, epochs=epochs, batch_size=64, seed=seed, progress=False,
                   optimizer=make_optimizer(optimizer, model.parameters(), lr), after_step=pruner)
     report = pruner.finish()
     return {"candidates": ",".join(candidates), "sparsity": sparsity, "seed": seed,
             "optimizer": optimizer, "free_dead": free_dead, "model": model_name,
+            "margin": margin, "vetoed": pruner.vetoed,
             "zeros": report.sparsity, "free": [e.get("free") for e in pruner.events],
             "test": accuracy(model, data.test), "chosen": pruner.chosen,
             "seconds": time.perf_counter() - start, "hook_seconds": stats.hook_seconds,
@@ -52,6 +56,8 @@ def main() -> None:
     ap.add_argument("--calibration", type=int, default=2048)
     ap.add_argument("--free-dead", default="0", help="comma list of 0/1: weights whose "
                     "input is zero on every kept example pruned first, for free")
+    ap.add_argument("--margin", default=str(DEFAULT_MARGIN),
+                    help="comma list of the events' margins, in standard errors")
     args = ap.parse_args()
     lr = 1e-3 if args.optimizer == "adam" else 0.05
     data = load_dataset("mnist", args.data_dir)
@@ -59,9 +65,10 @@ def main() -> None:
         for s in map(float, args.sparsities.split(",")):
             for c in args.sets:
                 for free in map(int, args.free_dead.split(",")):
-                    print(json.dumps(run(tuple(c.split(",")), s, seed, data, args.optimizer,
-                                         lr, args.model, args.epochs, args.calibration,
-                                         bool(free))), flush=True)
+                    for z in map(float, args.margin.split(",")):
+                        print(json.dumps(run(tuple(c.split(",")), s, seed, data,
+                                             args.optimizer, lr, args.model, args.epochs,
+                                             args.calibration, bool(free), z)), flush=True)
 
 
 if __name__ == "__main__":

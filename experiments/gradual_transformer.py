@@ -6,6 +6,8 @@ held-out loss at each sparsity and seed (docs/results.md, *Pruning during the tr
 run*).
 
     python experiments/gradual_transformer.py --data-dir ../shared/data --seeds 0,1,2
+
+(``--margin 0``: the events' rule before 2026-12-06, the lowest mean loss.)
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from tiny_transformer import TinyLM, corpus, sequence_loss, windows
 
 from bingo.harness.baselines.gmp import GradualMagnitudePruning
-from bingo.pruning.gradual_ticket import GradualTicketPruning
+from bingo.pruning.gradual_ticket import DEFAULT_MARGIN, GradualTicketPruning
 
 METHODS = ("dense", "gmp", "gmp-layer", "bingo-gradual")
 
@@ -33,7 +35,7 @@ def run(method: str, sparsity: float, seed: int, data, args) -> dict:
             "gmp-layer": lambda: GradualMagnitudePruning(model, scope="layer", **options),
             "bingo-gradual": lambda: GradualTicketPruning(
                 model, loss_fn=sequence_loss, calibration=args.calibration, seed=seed,
-                **options)}[method]()
+                margin=args.margin, **options)}[method]()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen, start = torch.Generator().manual_seed(seed), time.perf_counter()
     for _ in range(args.steps):
@@ -53,6 +55,7 @@ def run(method: str, sparsity: float, seed: int, data, args) -> dict:
            "zeros": zeros, "seconds": seconds}
     if isinstance(hook, GradualTicketPruning):
         out["chosen"] = dict(hook.chosen)
+        out["vetoed"] = hook.vetoed
         out["event_seconds"] = hook.event_seconds
     return out
 
@@ -65,6 +68,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, default=10, help="steps between two events")
     ap.add_argument("--calibration", type=int, default=256, help="kept sequences")
+    ap.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                    help="bingo-gradual's events: standard errors to beat magnitude's mask by")
     ap.add_argument("--out", default=None, help="write every row as JSON here")
     args = ap.parse_args()
     data = corpus(args.data_dir)

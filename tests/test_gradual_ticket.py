@@ -1,9 +1,11 @@
-"""BINGO during the training run (bingo.pruning.gradual_ticket): each event keeps the candidate
-mask whose loss, measured here independently on the kept examples, is lowest; with
-magnitude as its only candidate it is gradual magnitude pruning mask for mask; nothing the
-user holds is changed by an event; bad input is refused by name."""
+"""BINGO during the training run (bingo.pruning.gradual_ticket): each event keeps magnitude's
+mask unless another candidate's losses, measured here independently on the kept examples,
+are lower by the margin (without one: the lowest); with magnitude as its only candidate
+it is gradual magnitude pruning mask for mask; nothing the user holds is changed by an
+event; bad input is refused by name."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -39,13 +41,15 @@ def test_with_magnitude_alone_it_is_gradual_magnitude_pruning(mnist, fresh_seed)
         _train(model, mnist, pruner, seed=fresh_seed)
         pruner.finish()
         runs.append((model, pruner.keep()))
+    # after its last event nothing reads the search, so it stepped up to that event only
+    assert pruner.search.step_count == pruner.schedule.last + 1 < pruner.step_count
     (gmp_model, gmp_keep), (bingo_model, bingo_keep) = runs
     assert all(torch.equal(gmp_keep[n], bingo_keep[n]) for n in gmp_keep)
     for a, b in zip(gmp_model.parameters(), bingo_model.parameters()):
         assert torch.equal(a, b)  # the search step changed nothing of the training
 
 
-def _independent_loss(model, keep, inputs, labels):
+def _independent_loss(model, keep, inputs, labels, reduction="mean"):
     """The loss with ``keep`` as the masks, on a copy whose mask buffers are overwritten."""
     other = copy.deepcopy(model)
     with torch.no_grad():
@@ -54,10 +58,21 @@ def _independent_loss(model, keep, inputs, labels):
             module.weight_mask.copy_(k.float())
     other.eval()
     with torch.no_grad():
-        return float(F.cross_entropy(other(inputs), labels))
+        out = F.cross_entropy(other(inputs), labels, reduction=reduction)
+    return float(out) if reduction == "mean" else out.double().numpy()
 
 
-def test_an_event_keeps_the_candidate_mask_with_the_lowest_measured_loss(mnist, fresh_seed):
+def _proposal(pruner, candidate):
+    """The mask ``candidate`` alone proposes at an event to 95% (the pruner's state kept)."""
+    saved = pruner.candidates, dict(pruner.chosen), pruner.vetoed, pruner.note()
+    pruner.candidates = (candidate,)
+    try:
+        return pruner.choose(0.95)
+    finally:
+        pruner.candidates, pruner.chosen, pruner.vetoed, pruner._last = saved
+
+
+def test_an_event_keeps_magnitude_unless_another_mask_measures_clearly_lower(mnist, fresh_seed):
     torch.manual_seed(fresh_seed)
     model = paper_mlp()
     total = _total(mnist)
@@ -79,9 +94,28 @@ def test_an_event_keeps_the_candidate_mask_with_the_lowest_measured_loss(mnist, 
     losses = {k[5:]: v for k, v in pruner.note().items() if k.startswith("loss ")}
     assert set(losses) == set(pruner.candidates)
     chosen = pruner.note()["chosen"]
-    assert losses[chosen] == min(losses.values())
     assert _independent_loss(model, masks, inputs, labels) == pytest.approx(losses[chosen],
                                                                             rel=1e-5)
+    # the margin: mag+movement replaces magnitude only if its per-example losses are lower
+    # by 2 standard errors of the paired difference (worked out here with numpy)
+    d = (_independent_loss(model, _proposal(pruner, "mag+movement"), inputs, labels, "none")
+         - _independent_loss(model, _proposal(pruner, "magnitude"), inputs, labels, "none"))
+    clearly = d.mean() + 2.0 * d.std(ddof=1) / np.sqrt(len(d)) < 0
+    lower = losses["mag+movement"] < losses["magnitude"]
+    assert chosen == ("mag+movement" if lower and clearly else "magnitude")
+    assert pruner.note().get("vetoed", False) == (lower and not clearly)
+    # and the threshold is the paired t statistic: just below it mag+movement wins, just
+    # above it magnitude stays and the event notes the veto
+    t = -d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+    assert lower and t > 0  # at this early event mag+movement is far lower on every seed tried
+    for margin, expect in ((0.99 * t, "mag+movement"), (1.01 * t, "magnitude")):
+        pruner.margin = float(margin)
+        pruner.choose(0.95)
+        assert pruner.note()["chosen"] == expect
+        assert pruner.note().get("vetoed", False) == (expect == "magnitude")
+    pruner.margin = 0.0  # no margin: the lowest mean loss, however small its lead
+    pruner.choose(0.95)
+    assert pruner.note()["chosen"] == min(losses, key=lambda c: (losses[c], c != "magnitude"))
     # magnitude's proposal, computed here: the smallest |w| among the kept, over all layers
     w = {n: (getattr(model.get_submodule(n.rsplit(".", 1)[0]), "weight_orig") * before[n].float())
          for n in before}
@@ -138,10 +172,51 @@ def test_finish_reports_the_zeros_and_the_masks_are_torch_prune_masks(mnist, fre
     (dict(candidates=()), "unknown candidates"),
     (dict(movement=False), "needs the movement proxy"),
     (dict(start=0.9, end=0.2), "0 <= start < end <= 1"),
+    (dict(margin=-1.0), "margin is a number of standard errors >= 0"),
+    (dict(margin=float("nan")), "margin is a number of standard errors >= 0"),
+    (dict(margin="2"), "margin is a number of standard errors >= 0"),
 ])
 def test_bad_options_are_refused_by_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GradualTicketPruning(paper_mlp(), **{"sparsity": 0.9, "total_steps": 100, **kwargs})
+
+
+def test_a_custom_loss_is_split_per_example_or_refused_with_the_fix(mnist, fresh_seed):
+    torch.manual_seed(fresh_seed)
+    model = paper_mlp()
+    x, y = mnist.train.images[:96], mnist.train.labels[:96]
+
+    def nll(out, labels):  # a loss vmap can split: per example it is cross-entropy's
+        return -out.log_softmax(-1).gather(-1, labels[..., None]).mean()
+
+    pruner = GradualTicketPruning(model, sparsity=0.9, total_steps=100, loss_fn=nll)
+    out = model(x).detach()
+    each = pruner._per_example(out, y)
+    assert torch.allclose(each, F.cross_entropy(out, y, reduction="none").double(), atol=1e-6)
+
+    def python_loss(out, labels):  # reads a Python number: vmap cannot trace it
+        return out.sum() * float(labels.float().mean())
+
+    pruner.search.loss_fn = python_loss  # so it is called once per example
+    expected = torch.stack([python_loss(out[i:i + 1], y[i:i + 1]) for i in range(96)])
+    assert torch.equal(pruner._per_example(out, y), expected.double())
+
+    def from_output(output, labels):  # a model output with a non-tensor field
+        assert output["note"] == "logits"
+        return F.cross_entropy(output["logits"], labels)
+
+    pruner.search.loss_fn = from_output
+    each = pruner._per_example({"logits": out, "note": "logits"}, y)
+    assert torch.allclose(each, F.cross_entropy(out, y, reduction="none").double(), atol=1e-6)
+
+    def batch_only(out, labels):  # refuses a batch of one
+        if len(labels) < 2:
+            raise RuntimeError("needs two examples")
+        return F.cross_entropy(out, labels)
+
+    pruner.search.loss_fn = batch_only
+    with pytest.raises(ValueError, match="needs two examples.*give margin=0"):
+        pruner._per_example(out, y)
 
 
 def test_the_cli_prunes_during_training_and_compare_runs_the_gradual_rows(data_dir, tmp_path,
@@ -161,6 +236,15 @@ def test_the_cli_prunes_during_training_and_compare_runs_the_gradual_rows(data_d
     events = CubicSchedule(0.9, 32, every=5).events()  # 2000 images at 64: 32 steps
     assert [e["step"] for e in result["events"]] == events == [3, 8, 13, 18, 23, 24]
     assert sum(result["chosen"].values()) == len(events) - 1  # none at step 3: sparsity 0
+    assert result["config"]["event_margin"] is None and result["name"].endswith("_c256_seed0")
+    assert main(["prune", *quick, "--schedule", "gradual", "--sparsity", "0.9", "--quiet",
+                 "--event-margin", "0", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())  # margin 0: nothing is ever vetoed
+    assert result["vetoed"] == 0 and result["name"].endswith("_c256_m0.0_seed0")
+    with pytest.raises(SystemExit, match="2"):  # argparse's usage error
+        main(["prune", *quick, "--schedule", "gradual", "--sparsity", "0.9",
+              "--event-margin=-1", "--quiet"])
+    assert "must be a number >= 0" in capsys.readouterr().err
     assert main(["prune", *quick, "--schedule", "gradual", "--quiet"]) == 2
     assert "give --sparsity" in capsys.readouterr().err
     assert main(["prune", *quick, "--schedule", "gradual", "--sparsity", "0.9",

@@ -37,6 +37,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _nonnegative(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number >= 0")
+    return value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -134,6 +141,11 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
                    help="the last event, when the goal sparsity is reached")
     p.add_argument("--gmp-every", type=_positive, default=d.gmp_every,
                    help="training steps between two pruning events")
+    p.add_argument("--event-margin", type=_nonnegative, default=d.event_margin,
+                   help="bingo-gradual: an event leaves magnitude's mask for another "
+                        "candidate's only if that one's per-example losses on the kept "
+                        "examples are lower by this many standard errors (default 2; 0: the "
+                        "lowest mean loss wins)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device,
                    help="where the data and models live: cpu, or cuda (cuda:N) for longer "
@@ -233,7 +245,9 @@ def _gradual_summary(result: dict) -> str:
         *(((("val loss", f"{result['pruned_val_loss']:.4f}"),) if "pruned_val_loss" in result
            else (("test accuracy", f"{result['pruned_accuracy']:.2%} "
                                    f"(val {result['pruned_val_accuracy']:.2%})"),))),
-        ("events chose", ", ".join(f"{k} {v}" for k, v in result["chosen"].items())),
+        ("events chose", ", ".join(f"{k} {v}" for k, v in result["chosen"].items())
+                         + (f" ({result['vetoed']} lower losses within the margin)"
+                            if result.get("vetoed") else "")),
         ("per layer", ", ".join(f"{k} {v:.1%}" for k, v in result["per_layer"].items())),
         ("seconds", f"train {result['train_seconds']:.1f}, search {result['search_seconds']:.1f}, "
                     f"events {result['prune_seconds']:.1f}, total {result['total_seconds']:.1f}"),

@@ -105,7 +105,7 @@ class CompareJob(RunSetup):
             goal += f"_acc{self.min_accuracy}"
         ramp = f"_ramp{self.finetune_ramp}" if self.finetune_ramp else ""
         refit = "_refit" if self.refit else ""
-        gradual = (f"_gmp{self.gmp_start}-{self.gmp_end}-{self.gmp_every}"
+        gradual = (f"_gmp{self.gmp_start}-{self.gmp_end}-{self.gmp_every}{self.margin_tag}"
                    if any(m in GRADUAL for m in self.methods) else "")
         return (f"compare_{self.model}_{self.dataset}_{self.optimizer}{self.lr}_e{self.epochs}_"
                 f"b{self.batch_size}_{goal}{refit}_ft{self.finetune_epochs}{ramp}{gradual}_"

@@ -68,6 +68,8 @@ class RunSetup:
     gmp_end: float = 0.75              # --schedule gradual): Zhu & Gupta's cubic schedule,
     gmp_every: int = 50                # first and last event as fractions of the steps, and
                                        # the steps between events (bingo.pruning.schedule)
+    event_margin: Optional[float] = None  # bingo-gradual: standard errors a candidate must
+                                          # beat magnitude's mask by (None: the default, 2)
 
     def __post_init__(self):
         for key, value in recipe(self.model).items():
@@ -152,7 +154,14 @@ class RunSetup:
         return GradualTicketPruning(model, sparsity=sparsity, total_steps=total_steps,
                                     start=self.gmp_start, end=self.gmp_end, every=self.gmp_every,
                                     seed=self.seed, calibration=self.calibration,
-                                    movement=self.movement, reset_to=self.reset_to)
+                                    movement=self.movement, reset_to=self.reset_to,
+                                    **({} if self.event_margin is None
+                                       else {"margin": self.event_margin}))
+
+    @property
+    def margin_tag(self) -> str:
+        """The events' margin in a run's name, where it is not the default."""
+        return "" if self.event_margin is None else f"_m{self.event_margin}"
 
     def check_estimators(self, estimators: Sequence[str]) -> None:
         """Fail before training when an estimator asked for would get no searches to read."""
@@ -240,7 +249,7 @@ class PruneJob(RunSetup):
         if self.schedule == "gradual":
             return (f"bingo-gradual_{self.model}_{self.dataset}_{self.optimizer}{self.lr}_"
                     f"e{self.epochs}_b{self.batch_size}_s{self.sparsity}_gmp{self.gmp_start}-"
-                    f"{self.gmp_end}-{self.gmp_every}_c{self.calibration}"
+                    f"{self.gmp_end}-{self.gmp_every}_c{self.calibration}{self.margin_tag}"
                     f"{'' if self.movement else '_nomove'}_seed{self.seed}")
         return (f"bingo_{self.model}_{self.dataset}_e{self.epochs}_"
                 f"k{self.variants_for([self.estimator])}_"
@@ -376,6 +385,7 @@ def _run_gradual(job: PruneJob, model, data, train_split, wall: float,
         "search_seconds": pruner.search.search_seconds, "score_seconds": 0.0,
         "prune_seconds": pruner.event_seconds, "total_seconds": time.perf_counter() - wall,
         "train_steps": stats.steps, "events": pruner.events, "chosen": pruner.chosen,
+        "vetoed": pruner.vetoed,
         "config": {**asdict(job), "variants": 0, "backend": pruner.search.backend},
         "environment": environment(job.torch_device),
     }
