@@ -3,7 +3,8 @@ LeNet-300-100 runs (initial weights, data order) pruned during training with eac
 ``magnitude`` alone is gradual magnitude pruning (global) through the same code.
 ``--margin`` sets the standard errors by which another candidate must beat the first
 (magnitude) before an event takes its mask (a comma list: each value its own run; 0, the
-lowest mean loss, was the default before 2026-12-06; now 2).
+lowest mean loss, was the default before 2026-12-06; now 2), ``--calibration`` the kept
+examples they measure on (2048 before 2026-12-06; now 512).
 
     python experiments/gradual_candidates.py --data-dir ../shared/data --optimizer sgd \
         --sets magnitude mag+movement,magnitude magnitude,mag+movement,mag+fisher \
@@ -20,7 +21,8 @@ import torch
 from bingo.harness.data import load_dataset
 from bingo.harness.models import build_model
 from bingo.harness.training import accuracy, make_optimizer, steps_per_epoch, train
-from bingo.pruning.gradual_ticket import DEFAULT_MARGIN, GradualTicketPruning
+from bingo.pruning.gradual_ticket import (DEFAULT_EVENT_EXAMPLES, DEFAULT_MARGIN,
+                                         GradualTicketPruning)
 
 
 def run(candidates, sparsity, seed, data, optimizer, lr, model_name, epochs, calibration,
@@ -53,7 +55,8 @@ def main() -> None:
     ap.add_argument("--optimizer", default="adam")
     ap.add_argument("--model", default="lenet300")
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--calibration", type=int, default=2048)
+    ap.add_argument("--calibration", type=int, default=DEFAULT_EVENT_EXAMPLES,
+                    help="kept examples the events measure on (2048 before 2026-12-06)")
     ap.add_argument("--free-dead", default="0", help="comma list of 0/1: weights whose "
                     "input is zero on every kept example pruned first, for free")
     ap.add_argument("--margin", default=str(DEFAULT_MARGIN),

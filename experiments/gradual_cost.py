@@ -23,6 +23,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--calibration", type=int, default=None,
+                    help="bingo-gradual's kept examples (default: the pruner's)")
+    ap.add_argument("--margin", type=float, default=None,
+                    help="bingo-gradual's events' margin (default: the pruner's)")
     args = ap.parse_args()
     data = load_dataset("mnist", args.data_dir)
     total = steps_per_epoch(data.train, 64) * 3
@@ -36,7 +40,9 @@ def main() -> None:
             if kind == "gmp":
                 hook = GradualMagnitudePruning(model, sparsity=0.98, total_steps=total)
             elif kind == "bingo-gradual":
-                hook = GradualTicketPruning(model, sparsity=0.98, total_steps=total)
+                extra = {k: v for k, v in (("calibration", args.calibration),
+                                           ("margin", args.margin)) if v is not None}
+                hook = GradualTicketPruning(model, sparsity=0.98, total_steps=total, **extra)
             stats = train(model, data.train, epochs=3, batch_size=64, after_step=hook,
                           optimizer=make_optimizer("adam", model.parameters(), 1e-3),
                           progress=False)

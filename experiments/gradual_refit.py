@@ -48,11 +48,12 @@ class RefitAtEvents(GradualTicketPruning):
         self.refits.append(bool(report.kept))
 
 
-def run(mode, sparsity, seed, data, optimizer, lr, model_name, epochs, calibration):
+def run(mode, sparsity, seed, data, optimizer, lr, model_name, epochs, calibration, margin):
     torch.manual_seed(seed)
     model = build_model(model_name)
     total = steps_per_epoch(data.train, 64) * epochs
-    options = dict(sparsity=sparsity, total_steps=total, seed=seed, calibration=calibration)
+    options = dict(sparsity=sparsity, total_steps=total, seed=seed, calibration=calibration,
+                   margin=margin)
     if mode == "off":
         pruner = GradualTicketPruning(model, **options)
     else:
@@ -81,6 +82,8 @@ def main() -> None:
     ap.add_argument("--model", default="lenet300")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--calibration", type=int, default=2048)
+    ap.add_argument("--margin", type=float, default=0.0,
+                    help="the events' margin (0, the rule when this was measured)")
     args = ap.parse_args()
     lr = 1e-3 if args.optimizer == "adam" else 0.05
     data = load_dataset("mnist", args.data_dir)
@@ -88,7 +91,8 @@ def main() -> None:
         for s in map(float, args.sparsities.split(",")):
             for mode in args.modes.split(","):
                 print(json.dumps(run(mode, s, seed, data, args.optimizer, lr, args.model,
-                                     args.epochs, args.calibration)), flush=True)
+                                     args.epochs, args.calibration, args.margin)),
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -264,6 +264,28 @@ def test_the_cli_prunes_during_training_and_compare_runs_the_gradual_rows(data_d
     assert "0 <= start < end <= 1" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:TicketSearch.step found no gradient")  # no training here
+def test_the_events_measure_on_512_kept_examples_unless_told_otherwise(mnist, fresh_seed):
+    from bingo.harness.jobs import PruneJob
+    torch.manual_seed(fresh_seed)
+    x, y = mnist.train.images[:700], mnist.train.labels[:700]
+    pruner = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100)
+    for i in range(0, 700, 64):  # more than 512 seen: the oldest are dropped
+        pruner.search.step(x[i:i + 64], y[i:i + 64])
+    inputs, labels = pruner.search.calibration_batch()
+    assert len(labels) == 512 and pruner.summary()["calibration"] == 512
+    assert torch.equal(inputs, x[700 - 512:700])  # the most recent, in order
+    given = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100, calibration=96)
+    assert given.search.calibration == 96
+    # the harness: the recipe's 2,048 (kept for the one-shot estimator) capped at 512 for
+    # the gradual schedule; --calibration N given is N; char-gpt's recipe 256 stays 256
+    assert PruneJob(schedule="gradual", sparsity=0.9).gradual_calibration == 512
+    assert PruneJob(schedule="gradual", sparsity=0.9, calibration=2048).gradual_calibration \
+        == 2048
+    assert PruneJob(model="char-gpt", dataset="tinyshakespeare", schedule="gradual",
+                    sparsity=0.5).gradual_calibration == 256
+
+
 def test_the_mixture_ranks_are_a_stable_sort_s_with_ties(fresh_seed):
     from bingo.evidence.candidates import stable_ranks
     g = torch.Generator().manual_seed(fresh_seed)

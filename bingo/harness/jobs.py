@@ -72,9 +72,21 @@ class RunSetup:
                                           # beat magnitude's mask by (None: the default, 2)
 
     def __post_init__(self):
+        self._from_recipe = set()  # not a field: which values the recipe filled in
         for key, value in recipe(self.model).items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+                self._from_recipe.add(key)
+
+    @property
+    def gradual_calibration(self) -> int:
+        """The kept examples ``bingo-gradual``'s events measure on: ``--calibration`` when
+        given, else the recipe's capped at the pruner's default (512: measured enough for
+        the events, docs/results.md)."""
+        from ..pruning.gradual_ticket import DEFAULT_EVENT_EXAMPLES
+        if "calibration" in self._from_recipe:
+            return min(self.calibration, DEFAULT_EVENT_EXAMPLES)
+        return self.calibration
 
     @property
     def torch_device(self) -> torch.device:
@@ -153,7 +165,7 @@ class RunSetup:
         from ..pruning.gradual_ticket import GradualTicketPruning
         return GradualTicketPruning(model, sparsity=sparsity, total_steps=total_steps,
                                     start=self.gmp_start, end=self.gmp_end, every=self.gmp_every,
-                                    seed=self.seed, calibration=self.calibration,
+                                    seed=self.seed, calibration=self.gradual_calibration,
                                     movement=self.movement, reset_to=self.reset_to,
                                     **({} if self.event_margin is None
                                        else {"margin": self.event_margin}))
@@ -249,7 +261,8 @@ class PruneJob(RunSetup):
         if self.schedule == "gradual":
             return (f"bingo-gradual_{self.model}_{self.dataset}_{self.optimizer}{self.lr}_"
                     f"e{self.epochs}_b{self.batch_size}_s{self.sparsity}_gmp{self.gmp_start}-"
-                    f"{self.gmp_end}-{self.gmp_every}_c{self.calibration}{self.margin_tag}"
+                    f"{self.gmp_end}-{self.gmp_every}_c{self.gradual_calibration}"
+                    f"{self.margin_tag}"
                     f"{'' if self.movement else '_nomove'}_seed{self.seed}")
         return (f"bingo_{self.model}_{self.dataset}_e{self.epochs}_"
                 f"k{self.variants_for([self.estimator])}_"
@@ -386,6 +399,7 @@ def _run_gradual(job: PruneJob, model, data, train_split, wall: float,
         "prune_seconds": pruner.event_seconds, "total_seconds": time.perf_counter() - wall,
         "train_steps": stats.steps, "events": pruner.events, "chosen": pruner.chosen,
         "vetoed": pruner.vetoed,
-        "config": {**asdict(job), "variants": 0, "backend": pruner.search.backend},
+        "config": {**asdict(job), "variants": 0, "calibration": job.gradual_calibration,
+                   "backend": pruner.search.backend},
         "environment": environment(job.torch_device),
     }
