@@ -1,6 +1,6 @@
-"""What pruning during training costs: LeNet-300-100, Adam, 3 epochs, to 98%, trained
-plain, with gradual magnitude pruning and with `bingo-gradual`; three runs of each,
-interleaved (this VM's speed drifts), medians and the bingo hook's split.
+"""What pruning during training costs: LeNet-300-100 (or ``--model``), Adam, 3 epochs, to
+98%, trained plain, with gradual magnitude pruning and with `bingo-gradual`; three runs of
+each, interleaved (this VM's speed drifts), medians and the bingo hook's split.
 
     python experiments/gradual_cost.py --data-dir ../shared/data
 """
@@ -23,6 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default="lenet300")
     ap.add_argument("--calibration", type=int, default=None,
                     help="bingo-gradual's kept examples (default: the pruner's)")
     ap.add_argument("--margin", type=float, default=None,
@@ -35,7 +36,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for kind in runs:
             torch.manual_seed(0)
-            model = build_model("lenet300")
+            model = build_model(args.model)
             hook = None
             if kind == "gmp":
                 hook = GradualMagnitudePruning(model, sparsity=0.98, total_steps=total)
