@@ -46,17 +46,23 @@ def run(candidates, sparsity, seed, data, optimizer, lr, model_name, epochs, cal
             "event_seconds": pruner.event_seconds}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def run_options(ap: argparse.ArgumentParser, sparsities: str,
+                calibration: int = DEFAULT_EVENT_EXAMPLES) -> None:
+    """The options every gradual LeNet experiment takes (also gradual_refit.py's)."""
     ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--sets", nargs="+", default=["magnitude", "magnitude,mag+movement,mag+fisher"])
-    ap.add_argument("--sparsities", default="0.95,0.98")
+    ap.add_argument("--sparsities", default=sparsities)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--optimizer", default="adam")
     ap.add_argument("--model", default="lenet300")
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--calibration", type=int, default=DEFAULT_EVENT_EXAMPLES,
+    ap.add_argument("--calibration", type=int, default=calibration,
                     help="kept examples the events measure on (2048 before 2026-12-06)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    run_options(ap, "0.95,0.98")
+    ap.add_argument("--sets", nargs="+", default=["magnitude", "magnitude,mag+movement,mag+fisher"])
     ap.add_argument("--free-dead", default="0", help="comma list of 0/1: weights whose "
                     "input is zero on every kept example pruned first, for free")
     ap.add_argument("--margin", default=str(DEFAULT_MARGIN),

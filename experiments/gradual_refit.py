@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from gradual_candidates import run_options
+
 from bingo.harness.data import load_dataset
 from bingo.harness.models import build_model
 from bingo.harness.training import accuracy, make_optimizer, steps_per_epoch, train
@@ -73,15 +75,9 @@ def run(mode, sparsity, seed, data, optimizer, lr, model_name, epochs, calibrati
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", required=True)
+    run_options(ap, "0.98,0.99", calibration=2048)
     ap.add_argument("--modes", default="off,all", help="off, all, late (the second half "
                     "of the events)")
-    ap.add_argument("--sparsities", default="0.98,0.99")
-    ap.add_argument("--seeds", default="0")
-    ap.add_argument("--optimizer", default="adam")
-    ap.add_argument("--model", default="lenet300")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--calibration", type=int, default=2048)
     ap.add_argument("--margin", type=float, default=0.0,
                     help="the events' margin (0, the rule when this was measured)")
     args = ap.parse_args()
