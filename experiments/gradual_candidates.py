@@ -59,6 +59,12 @@ def run_options(ap: argparse.ArgumentParser, sparsities: str,
                     help="kept examples the events measure on (2048 before 2026-12-06)")
 
 
+def parse_run(ap: argparse.ArgumentParser):
+    """The parsed options, the optimizer's learning rate (Adam 1e-3, SGD 0.05) and MNIST."""
+    args = ap.parse_args()
+    return args, 1e-3 if args.optimizer == "adam" else 0.05, load_dataset("mnist", args.data_dir)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     run_options(ap, "0.95,0.98")
@@ -67,9 +73,7 @@ def main() -> None:
                     "input is zero on every kept example pruned first, for free")
     ap.add_argument("--margin", default=str(DEFAULT_MARGIN),
                     help="comma list of the events' margins, in standard errors")
-    args = ap.parse_args()
-    lr = 1e-3 if args.optimizer == "adam" else 0.05
-    data = load_dataset("mnist", args.data_dir)
+    args, lr, data = parse_run(ap)
     for seed in map(int, args.seeds.split(",")):
         for s in map(float, args.sparsities.split(",")):
             for c in args.sets:

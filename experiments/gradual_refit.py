@@ -17,9 +17,8 @@ import time
 
 import torch
 
-from gradual_candidates import run_options
+from gradual_candidates import parse_run, run_options
 
-from bingo.harness.data import load_dataset
 from bingo.harness.models import build_model
 from bingo.harness.training import accuracy, make_optimizer, steps_per_epoch, train
 from bingo.pruning.gradual_ticket import GradualTicketPruning
@@ -80,9 +79,7 @@ def main() -> None:
                     "of the events)")
     ap.add_argument("--margin", type=float, default=0.0,
                     help="the events' margin (0, the rule when this was measured)")
-    args = ap.parse_args()
-    lr = 1e-3 if args.optimizer == "adam" else 0.05
-    data = load_dataset("mnist", args.data_dir)
+    args, lr, data = parse_run(ap)
     for seed in map(int, args.seeds.split(",")):
         for s in map(float, args.sparsities.split(",")):
             for mode in args.modes.split(","):
