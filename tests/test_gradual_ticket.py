@@ -278,12 +278,16 @@ def test_the_events_measure_on_512_kept_examples_unless_told_otherwise(mnist, fr
     given = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100, calibration=96)
     assert given.search.calibration == 96
     # the harness: the recipe's 2,048 (kept for the one-shot estimator) capped at 512 for
-    # the gradual schedule; --calibration N given is N; char-gpt's recipe 256 stays 256
+    # the gradual schedule; --calibration N given is N; ResNet-20's 256 stays 256, and
+    # char-gpt's events take 64 sequences
     assert PruneJob(schedule="gradual", sparsity=0.9).gradual_calibration == 512
     assert PruneJob(schedule="gradual", sparsity=0.9, calibration=2048).gradual_calibration \
         == 2048
-    assert PruneJob(model="char-gpt", dataset="tinyshakespeare", schedule="gradual",
-                    sparsity=0.5).gradual_calibration == 256
+    assert PruneJob(model="resnet20", dataset="cifar10", schedule="gradual",
+                    sparsity=0.9).gradual_calibration == 256
+    gpt = dict(model="char-gpt", dataset="tinyshakespeare", schedule="gradual", sparsity=0.5)
+    assert PruneJob(**gpt).gradual_calibration == 64 and PruneJob(**gpt).calibration == 256
+    assert PruneJob(**gpt, calibration=256).gradual_calibration == 256
 
 
 def test_the_mixture_ranks_are_a_stable_sort_s_with_ties(fresh_seed):

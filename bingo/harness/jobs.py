@@ -26,7 +26,7 @@ from ..pruning.schedule import CubicSchedule
 from .data import DATASET_METRIC, load_dataset
 from .device import device_environment, resolve_device
 from .models import MODEL_DATASETS, build_model
-from .recipes import recipe
+from .recipes import gradual_calibration, recipe
 from .training import LR_SCHEDULES, evaluate, make_optimizer, steps_per_epoch, train
 
 DEFAULT_MIN_ACCURACY = 0.90  # the paper's protocol: prune until accuracy would fall below 90%
@@ -81,11 +81,9 @@ class RunSetup:
     @property
     def gradual_calibration(self) -> int:
         """The kept examples ``bingo-gradual``'s events measure on: ``--calibration`` when
-        given, else the recipe's capped at the pruner's default (512: measured enough for
-        the events, docs/results.md)."""
-        from ..pruning.gradual_ticket import DEFAULT_EVENT_EXAMPLES
+        given, else the model's gradual default (``recipes.gradual_calibration``)."""
         if "calibration" in self._from_recipe:
-            return min(self.calibration, DEFAULT_EVENT_EXAMPLES)
+            return gradual_calibration(self.model)
         return self.calibration
 
     @property
