@@ -19,13 +19,11 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from torch.utils._pytree import tree_map
 
 from ..engine.borrow import Borrowed
-from ..engine.losses import is_cross_entropy
+from ..engine.losses import per_example
 from ..evidence.candidates import MIXTURES, PROXY_ESTIMATORS, stable_ranks
 from ..evidence.ticket_search import TicketSearch
 from .schedule import CubicSchedule, Masks, ScheduledPruning, lowest
@@ -246,30 +244,14 @@ class GradualTicketPruning(ScheduledPruning):
         return (value if value == value else float("inf")), each
 
     def _per_example(self, out: Any, labels: torch.Tensor) -> torch.Tensor:
-        """Each kept example's loss (a sequence's: the mean over its positions), float64:
-        cross-entropy in one call, another loss by ``torch.func.vmap`` over the examples,
-        or, where vmap cannot trace it (a model output with non-tensor fields), one call
-        per example."""
-        loss_fn = self.search.loss_fn
-        if is_cross_entropy(loss_fn) and isinstance(out, torch.Tensor):
-            per = F.cross_entropy(out.flatten(0, -2), labels.flatten(), reduction="none")
-            return per.view(len(labels), -1).mean(1).double()
-
-        def single(o: Any, y: torch.Tensor) -> torch.Tensor:
-            return loss_fn(_tensors(lambda t: t.unsqueeze(0), o), y.unsqueeze(0))
-
+        """Each kept example's loss (``engine.losses.per_example``), float64."""
         try:
-            per = torch.func.vmap(single)(out, labels)
-        except Exception:  # not traceable: one call per example, the same values
-            try:
-                per = torch.stack([loss_fn(_tensors(lambda t: t[i:i + 1], out),
-                                           labels[i:i + 1]) for i in range(len(labels))])
-            except Exception as error:
-                raise ValueError(f"the events' margin compares per-example losses, and "
-                                 f"loss_fn could not be called on one kept example at a "
-                                 f"time ({error}); give margin=0 (the lowest mean loss "
-                                 f"wins) or a loss that takes a batch of one") from error
-        return per.reshape(len(labels)).double()
+            return per_example(self.search.loss_fn, out, labels)
+        except Exception as error:
+            raise ValueError(f"the events' margin compares per-example losses, and "
+                             f"loss_fn could not be called on one kept example at a "
+                             f"time ({error}); give margin=0 (the lowest mean loss "
+                             f"wins) or a loss that takes a batch of one") from error
 
     def _clearly_lower(self, each: torch.Tensor, reference: torch.Tensor) -> bool:
         """Whether ``each`` is below ``reference`` by ``margin`` standard errors of the
@@ -295,7 +277,3 @@ class GradualTicketPruning(ScheduledPruning):
                 "event_seconds": self.event_seconds,
                 "search_seconds": self.search.search_seconds}
 
-
-def _tensors(fn, tree: Any) -> Any:
-    """``fn`` on every tensor in ``tree`` (a tensor, a tuple, a model output), the rest kept."""
-    return tree_map(lambda t: fn(t) if isinstance(t, torch.Tensor) else t, tree)
