@@ -5,7 +5,8 @@ and with fewer kept examples (the first N of the kept ones), each scored by the 
 model's held-out figure (validation loss for text, validation accuracy for images).
 
     python experiments/estimator_cost.py --data-dir ../shared/data --model char-gpt \
-        --dataset tinyshakespeare --sparsity 0.5[,0.7,...] [--variants default,cheap]
+        --dataset tinyshakespeare --sparsity 0.5[,0.7,...] [--variants default,cheap] \
+        [--calibration 256]
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 
 from bingo.evidence import calibrated
 from bingo.harness.data import load_dataset
-from bingo.harness.jobs import PruneJob
+from bingo.harness.prune_job import PruneJob
 from bingo.harness.models import build_model
 from bingo.harness.training import evaluate
 from bingo.pruning.masks import copy_model, prune
@@ -38,6 +39,9 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(v[0] for v in VARIANTS),
                    help="which rows, comma-separated")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibration", type=int, default=None,
+                   help="kept examples of the search (default: the model's; char-gpt 64 "
+                        "since 2026-12-06, the tables before it ran 256)")
     args = p.parse_args()
     sparsities = [float(x) for x in args.sparsity.split(",")]
     chosen = args.variants.split(",")
@@ -45,7 +49,7 @@ def main() -> None:
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; choose from {[v[0] for v in VARIANTS]}")
     job = PruneJob(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
-                   sparsity=sparsities[0], seed=args.seed)
+                   sparsity=sparsities[0], seed=args.seed, calibration=args.calibration)
     data = load_dataset(job.dataset, job.data_dir)
     torch.manual_seed(job.seed)
     model = build_model(job.model)

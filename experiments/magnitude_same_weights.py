@@ -12,7 +12,7 @@ import torch
 
 import bingo
 from bingo.harness.data import load_dataset
-from bingo.harness.jobs import DEFAULT_MIN_ACCURACY, PruneJob
+from bingo.harness.prune_job import DEFAULT_MIN_ACCURACY, PruneJob
 from bingo.harness.models import build_model
 from bingo.harness.training import accuracy, make_optimizer, train
 

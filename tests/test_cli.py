@@ -60,7 +60,7 @@ def test_searches_run_only_when_an_estimator_reads_them(data_dir, tmp_path):
     """K defaults to 8 for the estimators that read the random-subset searches and to 0
     for the others (the calibrated default would get the same mask, slower)."""
     from bingo.harness.compare import CompareJob
-    from bingo.harness.jobs import PruneJob
+    from bingo.harness.prune_job import PruneJob
     assert PruneJob().variants_for(["calibrated"]) == 0
     assert PruneJob().variants_for(["magnitude", "search"]) == 8
     assert PruneJob(variants=3).variants_for(["calibrated"]) == 3
@@ -88,7 +88,7 @@ def test_calibration_examples_are_a_knob(data_dir, tmp_path):
     """--calibration sets how many recent training examples the calibrated estimator
     measures its masks on; 0 is refused before training for the estimators that measure."""
     from bingo.harness.compare import CompareJob
-    from bingo.harness.jobs import PruneJob
+    from bingo.harness.prune_job import PruneJob
     with pytest.raises(ValueError, match="--calibration 0 keeps none"):
         PruneJob(calibration=0).check_estimators(["calibrated"])
     with pytest.raises(ValueError, match="the budgeted estimator measures masks"):
@@ -107,7 +107,7 @@ def test_calibration_examples_are_a_knob(data_dir, tmp_path):
 
 def test_no_movement_is_a_knob_refused_for_the_estimators_that_read_it():
     from bingo.harness.compare import CompareJob
-    from bingo.harness.jobs import PruneJob
+    from bingo.harness.prune_job import PruneJob
     with pytest.raises(ValueError, match="--no-movement does not collect it"):
         PruneJob(movement=False).check_estimators(["mag+movement"])
     with pytest.raises(ValueError, match="the movement estimator reads the movement proxy"):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 
 from bingo.harness.baselines.gmp import GradualMagnitudePruning
+from bingo.harness.gpt import CharGPT
 from bingo.harness.models import paper_mlp
 from bingo.harness.training import make_optimizer, steps_per_epoch, train
 from bingo.pruning.gradual_ticket import GradualTicketPruning
@@ -266,7 +267,7 @@ def test_the_cli_prunes_during_training_and_compare_runs_the_gradual_rows(data_d
 
 @pytest.mark.filterwarnings("ignore:TicketSearch.step found no gradient")  # no training here
 def test_the_events_measure_on_512_kept_examples_unless_told_otherwise(mnist, fresh_seed):
-    from bingo.harness.jobs import PruneJob
+    from bingo.harness.prune_job import PruneJob
     torch.manual_seed(fresh_seed)
     x, y = mnist.train.images[:700], mnist.train.labels[:700]
     pruner = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100)
@@ -279,7 +280,7 @@ def test_the_events_measure_on_512_kept_examples_unless_told_otherwise(mnist, fr
     assert given.search.calibration == 96
     # the harness: the recipe's 2,048 (kept for the one-shot estimator) capped at 512 for
     # the gradual schedule; --calibration N given is N; ResNet-20's 256 stays 256, and
-    # char-gpt's events take 64 sequences
+    # char-gpt's search and events take 64 sequences, its one-shot baselines the recipe's 256
     assert PruneJob(schedule="gradual", sparsity=0.9).gradual_calibration == 512
     assert PruneJob(schedule="gradual", sparsity=0.9, calibration=2048).gradual_calibration \
         == 2048
@@ -288,6 +289,13 @@ def test_the_events_measure_on_512_kept_examples_unless_told_otherwise(mnist, fr
     gpt = dict(model="char-gpt", dataset="tinyshakespeare", schedule="gradual", sparsity=0.5)
     assert PruneJob(**gpt).gradual_calibration == 64 and PruneJob(**gpt).calibration == 256
     assert PruneJob(**gpt, calibration=256).gradual_calibration == 256
+    one_shot = dict(gpt, schedule="one-shot")
+    assert PruneJob(**one_shot).search_calibration == 64
+    assert PruneJob(**one_shot).make_search(CharGPT(layers=1, width=16, heads=2)).calibration \
+        == 64
+    assert PruneJob(**one_shot, calibration=200).search_calibration == 200
+    assert PruneJob(sparsity=0.9).search_calibration == PruneJob(sparsity=0.9).calibration \
+        == 2048
 
 
 def test_the_mixture_ranks_are_a_stable_sort_s_with_ties(fresh_seed):

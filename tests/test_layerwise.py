@@ -48,8 +48,8 @@ def test_sparsegpt_comes_close_to_the_brute_force_optimum_on_tiny_layers(fresh_s
     below magnitude pruning without an update in 54 of 60."""
     masks = [torch.tensor(c) for c in itertools.combinations(range(12), 6)]
     ratios, beats_magnitude = [], 0
-    for k in range(5):
-        g = torch.Generator().manual_seed(fresh_seed * 5 + k)
+    for k in range(12):  # 12 layers: at 9 in 10, 7 or more beat magnitude but 1 run in 2,000
+        g = torch.Generator().manual_seed(fresh_seed * 12 + k)
         x = torch.randn(64, 6, generator=g, dtype=torch.float64)
         w = torch.randn(2, 6, generator=g, dtype=torch.float64)
         h = _damped(x)
@@ -76,7 +76,7 @@ def test_sparsegpt_comes_close_to_the_brute_force_optimum_on_tiny_layers(fresh_s
         beats_magnitude += error(new) < error(magnitude.view(2, 6))
     assert min(ratios) >= 1 - 1e-9, "better than the brute-force optimum: the check is wrong"
     assert max(ratios) <= 1.5 and sum(ratios) / len(ratios) <= 1.2, ratios
-    assert beats_magnitude >= 3
+    assert beats_magnitude >= 7
 
 
 def test_uniform_budgets_keep_the_last_layer_dense_when_the_goal_allows():

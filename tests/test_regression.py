@@ -13,7 +13,7 @@ from bingo.engine.rules import SearchChange
 from bingo.engine.subsets import fraction_to_threshold
 from bingo.engine.targets import select_targets
 from bingo.harness.compare import CompareJob
-from bingo.harness.jobs import PruneJob, run_prune_job
+from bingo.harness.prune_job import PruneJob, run_prune_job
 from bingo.harness.models import mlp
 from tests import margins, needs
 from tests.test_search import snapshot, train_steps

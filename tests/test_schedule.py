@@ -9,6 +9,7 @@ from torch.nn.utils import prune as torch_prune
 from bingo.harness.baselines.gmp import GradualMagnitudePruning
 from bingo.harness.models import paper_mlp
 from bingo.harness.training import make_optimizer, steps_per_epoch, train
+from bingo.evidence.candidates import lowest
 from bingo.pruning.schedule import CubicSchedule, lowest_first, prune_kept
 
 
@@ -54,6 +55,22 @@ def test_lowest_first_prunes_the_pruned_first_then_the_lowest_kept_ties_by_index
         == [False, False, True, True]  # already more pruned than asked: unchanged
     with pytest.raises(ValueError, match="scope must be one of"):
         lowest_first(scores, keep, 0.5, scope="blocks")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lowest_cuts_what_a_stable_sort_cuts(dtype, fresh_seed):
+    """``lowest`` (kthvalue, ties by index) prunes exactly a stable sort's first k, ties
+    and -0.0 included; float64 values that differ below float32's precision keep their
+    order (the calibrated estimator's budget scores are float64)."""
+    gen = torch.Generator().manual_seed(fresh_seed)
+    values = torch.randint(-20, 20, (3001,), generator=gen).to(dtype) / 7  # many ties
+    values[::97] = -0.0
+    if dtype == torch.float64:  # neighbours 1e-12 apart: one float32, two float64 values
+        values[1::5] = values[::5][:len(values[1::5])] + 1e-12
+    for k in (0, 1, 17, 1500, 3000, 3001, 5000):
+        expected = torch.zeros(len(values), dtype=torch.bool)
+        expected[torch.sort(values, stable=True).indices[:k]] = True
+        assert torch.equal(lowest(values, k), expected), k
 
 
 def _run(model, mnist, pruner, epochs=1, limit=3000):

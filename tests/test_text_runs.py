@@ -14,7 +14,7 @@ from bingo.harness.cli import main
 from bingo.harness.compare_job import CompareJob
 from bingo.harness.data import TextSplit, load_dataset, load_text
 from bingo.harness.gpt import CharGPT
-from bingo.harness.jobs import PruneJob
+from bingo.harness.prune_job import PruneJob
 from bingo.harness.training import lr_factor, make_optimizer, mean_loss
 
 GPT = ["--model", "char-gpt", "--dataset", "tinyshakespeare", "--train-limit", "6000",
@@ -160,7 +160,7 @@ def test_a_loss_ceiling_prunes_as_far_as_the_validation_loss_allows(data_dir, tm
     """`bingo prune --max-loss-increase`: the largest sparsity (to the bisection's
     tolerance) whose validation loss stays within the dense loss + the increase; the
     validation split cut to 6,000 characters to keep the test short."""
-    import bingo.harness.jobs as jobs
+    import bingo.harness.prune_job as jobs
     real = jobs.load_dataset
 
     def shorter(name, root):

@@ -13,7 +13,7 @@ import torch
 
 from ..pruning.masks import copy_model, current_masks, prune
 from ..pruning.refit import refit as refit_kept_weights  # `refit` is a flag here
-from .candidates import Scores, available, candidate_scores, like_params
+from .candidates import Scores, available, candidate_scores, like_params, lowest
 from .meter import Meter, layer_ranks
 
 if TYPE_CHECKING:
@@ -240,8 +240,7 @@ def keep_at(scores: Scores, sparsity: float) -> Dict[str, torch.Tensor]:
     """Keep-masks of a global ranking of ``scores`` at ``sparsity``."""
     names = list(scores)
     flat = torch.cat([scores[n].reshape(-1).double() for n in names])
-    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
-    keep[torch.sort(flat, stable=True).indices[:round(sparsity * flat.numel())]] = False
+    keep = ~lowest(flat, round(sparsity * flat.numel()))  # a stable sort's cut, no sort
     pieces = torch.split(keep, [scores[n].numel() for n in names])
     return {n: p.view(scores[n].shape) for n, p in zip(names, pieces)}
 
@@ -278,9 +277,9 @@ def swap_search(search: "SearchEngine", meter: Meter, scores: Scores,
         trial[torch.topk(torch.cat(restore), step, largest=False).indices] = True
         pieces = torch.split(trial, [keep[n].numel() for n in names])
         candidate = {n: p.view(keep[n].shape) for n, p in zip(names, pieces)}
-        value, g_new = meter.loss_and_grad(candidate)
-        if value < loss:
-            keep, loss, grad, accepted = candidate, value, g_new, accepted + 1
+        if meter.loss_at(candidate) < loss:  # kept: its gradient proposes the next swap
+            loss, grad = meter.loss_and_grad(candidate)
+            keep, accepted = candidate, accepted + 1
         else:
             k //= 2
     low = min(float(scores[n].min()) for n in names)

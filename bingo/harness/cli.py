@@ -17,7 +17,8 @@ from .compare import CompareJob, run_compare
 from .compare_job import METHODS, is_method
 from .compare_report import markdown_table, write_outputs
 from .data import DATASETS, DataNotFoundError
-from .jobs import DEFAULT_MIN_ACCURACY, SCHEDULES, PruneJob, RunSetup, run_prune_job
+from .jobs import RunSetup
+from .prune_job import DEFAULT_MIN_ACCURACY, SCHEDULES, PruneJob, run_prune_job
 from .models import MODELS
 from .recipes import describe
 from .training import LR_SCHEDULES, OPTIMIZERS

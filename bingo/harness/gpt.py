@@ -7,6 +7,7 @@ a final LayerNorm and an untied head. The defaults are nanoGPT's CPU configurati
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -49,29 +50,38 @@ class Block(nn.Module):
         return x + self.out(F.gelu(self.fc(self.ln2(x))))
 
 
-class CharGPT(nn.Module):
-    """Maps [batch, time] character ids (time <= context) to next-character logits."""
+class Embed(nn.Module):
+    """Token plus learned position embeddings of [batch, time] character ids."""
 
-    def __init__(self, vocab: int = 65, layers: int = 4, heads: int = 4, width: int = 128,
-                 context: int = 64):
+    def __init__(self, vocab: int, width: int, context: int):
         super().__init__()
         self.context = context
         self.tokens, self.positions = nn.Embedding(vocab, width), nn.Embedding(context, width)
-        self.blocks = nn.Sequential(*(Block(width, heads, context) for _ in range(layers)))
-        self.ln = nn.LayerNorm(width)
-        self.head = nn.Linear(width, vocab, bias=False)
-        self.apply(_init)
-        for name, p in self.named_parameters():  # GPT-2's scaled residual projections
-            if name.endswith(("attn.proj.weight", "out.weight")):
-                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * layers))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         t = ids.shape[1]
         if t > self.context:
             raise ValueError(f"a sequence of {t} characters is longer than the context "
                              f"{self.context}: cut it, or build CharGPT(context={t})")
-        x = self.tokens(ids) + self.positions(torch.arange(t, device=ids.device))
-        return self.head(self.ln(self.blocks(x)))
+        return self.tokens(ids) + self.positions(torch.arange(t, device=ids.device))
+
+
+class CharGPT(nn.Sequential):
+    """Maps [batch, time] character ids (time <= context) to next-character logits. A chain
+    (``embed``, ``blocks``, ``ln``, ``head``), so a measurement that changes only later
+    blocks can resume from a kept activation (``evidence.meter.Prefixes``)."""
+
+    def __init__(self, vocab: int = 65, layers: int = 4, heads: int = 4, width: int = 128,
+                 context: int = 64):
+        super().__init__(OrderedDict(
+            embed=Embed(vocab, width, context),
+            blocks=nn.Sequential(*(Block(width, heads, context) for _ in range(layers))),
+            ln=nn.LayerNorm(width), head=nn.Linear(width, vocab, bias=False)))
+        self.context = context
+        self.apply(_init)
+        for name, p in self.named_parameters():  # GPT-2's scaled residual projections
+            if name.endswith(("attn.proj.weight", "out.weight")):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * layers))
 
 
 def _init(module: nn.Module) -> None:

@@ -1,37 +1,28 @@
-"""The prune job behind ``bingo prune``: train with ticket search, prune in one shot, report.
-
-A job is named by its hyperparameters (:class:`PruneJob`); its result is a flat
-JSON-able dict, so runs can be compared and reproduced from the file alone.
-"""
+"""What every job shares (:class:`RunSetup`: the model, its recipe, the training, the
+search's and the gradual schedule's knobs) and how a job reports (the environment, memory,
+the figures by the dataset's metric). The prune job itself: :mod:`.prune_job`."""
 from __future__ import annotations
 
 import os
 import platform
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence
 
 import torch
 
 from .. import __version__
-from ..engine.borrow import batchnorm_layers
 from ..engine.proxies import DEFAULT_PROXY_EVERY
 from ..engine.search import DEFAULT_CALIBRATION
-from ..evidence.estimators import MEASURING_ESTIMATORS, REFIT_AWARE, SEARCH_ESTIMATORS
+from ..evidence.estimators import MEASURING_ESTIMATORS, SEARCH_ESTIMATORS
 from ..evidence.ticket_search import TicketSearch
-from ..pruning.masks import prune
-from ..pruning.batchnorm import recalibrate_batchnorm, recalibrating
-from ..pruning.refit import prune_and_refit
 from ..pruning.schedule import CubicSchedule
-from .data import DATASET_METRIC, load_dataset
+from .data import DATASET_METRIC
 from .device import device_environment, resolve_device
-from .models import MODEL_DATASETS, build_model
-from .recipes import gradual_calibration, recipe
-from .training import LR_SCHEDULES, evaluate, make_optimizer, steps_per_epoch, train
+from .models import MODEL_DATASETS
+from .recipes import gradual_calibration, recipe, search_calibration
+from .training import LR_SCHEDULES, evaluate, make_optimizer, train
 
-DEFAULT_MIN_ACCURACY = 0.90  # the paper's protocol: prune until accuracy would fall below 90%
 DEFAULT_VARIANTS = 8  # K when the estimator reads the random-subset searches
-SCHEDULES = ("one-shot", "gradual")
 
 
 @dataclass
@@ -79,12 +70,19 @@ class RunSetup:
                 self._from_recipe.add(key)
 
     @property
+    def search_calibration(self) -> int:
+        """The kept examples BINGO's search keeps for its one-shot estimator: ``--calibration``
+        when given, else the model's (``recipes.search_calibration``; the one-shot baselines
+        read the recipe's ``calibration``)."""
+        given = "calibration" not in self._from_recipe
+        return self.calibration if given else search_calibration(self.model)
+
+    @property
     def gradual_calibration(self) -> int:
         """The kept examples ``bingo-gradual``'s events measure on: ``--calibration`` when
-        given, else the model's gradual default (``recipes.gradual_calibration``)."""
-        if "calibration" in self._from_recipe:
-            return gradual_calibration(self.model)
-        return self.calibration
+        given, else the model's (``recipes.gradual_calibration``)."""
+        given = "calibration" not in self._from_recipe
+        return self.calibration if given else gradual_calibration(self.model)
 
     @property
     def torch_device(self) -> torch.device:
@@ -153,7 +151,8 @@ class RunSetup:
         knobs = dict(fraction=self.fraction, variants=self.variants_for(estimators),
                      metric=self.metric, granularity=self.granularity, rule=self.rule,
                      seed=self.seed, reset_to=self.reset_to, proxy_every=self.proxy_every,
-                     regression_every=self.regression_every, calibration=self.calibration,
+                     regression_every=self.regression_every,
+                     calibration=self.search_calibration,
                      movement=self.movement)
         return TicketSearch(model, **{**knobs, **overrides})
 
@@ -200,75 +199,6 @@ class RunSetup:
                              f"({DEFAULT_CALIBRATION} if omitted)")
 
 
-@dataclass
-class PruneJob(RunSetup):
-    """Hyperparameters of one BINGO prune run (defaults: the main MNIST job)."""
-
-    sparsity: Optional[float] = None
-    min_accuracy: Optional[float] = None
-    max_loss_increase: Optional[float] = None  # text: prune while val loss <= dense + this
-    scope: str = "global"
-    schedule: str = "one-shot"         # or "gradual": prune during the run (bingo.pruning.gradual_ticket)
-
-    def target(self) -> Dict[str, Optional[float]]:
-        self.check_data()
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        goals = [n for n, v in (("--sparsity", self.sparsity),
-                                ("--min-accuracy", self.min_accuracy),
-                                ("--max-loss-increase", self.max_loss_increase))
-                 if v is not None]
-        if len(goals) > 1:
-            raise ValueError(f"give one of --sparsity, --min-accuracy or --max-loss-increase, "
-                             f"not {' and '.join(goals)}")
-        if self.max_loss_increase is not None:
-            if self.metric_name != "loss":
-                raise ValueError(f"{self.dataset} reports accuracy: --max-loss-increase is for "
-                                 f"the text datasets; give --min-accuracy (a floor) instead")
-            if not self.max_loss_increase > 0:
-                raise ValueError(f"--max-loss-increase must be > 0 (nats of validation loss "
-                                 f"above the dense model's), got {self.max_loss_increase}")
-        if self.schedule == "gradual":
-            if self.sparsity is None:
-                raise ValueError("--schedule gradual prunes during training to a sparsity "
-                                 "fixed in advance: give --sparsity (e.g. 0.95); an accuracy "
-                                 "floor or a loss ceiling needs the one-shot schedule")
-            if self.variants:
-                raise ValueError("--schedule gradual measures candidate masks at its events "
-                                 "and runs no random-subset variants: drop --variants")
-            if self.refit or self.scope != "global" or self.estimator != "calibrated":
-                raise ValueError("--schedule gradual chooses its masks at each pruning event "
-                                 "by measured loss: --refit, --scope and --estimator belong "
-                                 "to the one-shot schedule; drop them")
-            self.schedule_for(self.sparsity, 1000)  # its own checks, before training
-        if not goals:
-            if self.metric_name == "loss":
-                raise ValueError(f"{self.dataset} reports validation loss, which has no "
-                                 f"default ceiling: give --sparsity (e.g. 0.5) or "
-                                 f"--max-loss-increase (e.g. 0.05)")
-            return {"sparsity": None, "min_accuracy": DEFAULT_MIN_ACCURACY,
-                    "max_loss_increase": None}
-        return {"sparsity": self.sparsity, "min_accuracy": self.min_accuracy,
-                "max_loss_increase": self.max_loss_increase}
-
-    @property
-    def name(self) -> str:
-        goal = (f"s{self.sparsity}" if self.sparsity is not None
-                else f"loss+{self.max_loss_increase}" if self.max_loss_increase is not None
-                else f"acc{self.target()['min_accuracy']}")
-        if self.schedule == "gradual":
-            return (f"bingo-gradual_{self.model}_{self.dataset}_{self.optimizer}{self.lr}_"
-                    f"e{self.epochs}_b{self.batch_size}_s{self.sparsity}_gmp{self.gmp_start}-"
-                    f"{self.gmp_end}-{self.gmp_every}_c{self.gradual_calibration}"
-                    f"{self.margin_tag}"
-                    f"{'' if self.movement else '_nomove'}_seed{self.seed}")
-        return (f"bingo_{self.model}_{self.dataset}_e{self.epochs}_"
-                f"k{self.variants_for([self.estimator])}_"
-                f"p{self.fraction}_{self.metric}_{self.granularity}_{self.rule}_{self.reset_to}_"
-                f"{self.estimator}{'' if self.movement else '_nomove'}_r{self.regression_every}_"
-                f"{goal}{'_refit' if self.refit else ''}_seed{self.seed}")
-
-
 def environment(device: torch.device = torch.device("cpu")) -> Dict[str, Any]:
     return {
         "bingo": __version__, "torch": torch.__version__, "python": platform.python_version(),
@@ -308,96 +238,3 @@ def measured(job: RunSetup, data, model, prefix: str) -> Dict[str, Optional[floa
             splits[f"{prefix}_exact_accuracy"] = (data.test_exact, "accuracy")
     return {k: None if model is None else evaluate(model, split, metric)
             for k, (split, metric) in splits.items()}
-
-
-def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
-    """Train ``job.model`` with ticket search, prune by significance, evaluate on test."""
-    wall = time.perf_counter()
-    target = job.target()  # validates before any work
-    job.check_estimators([job.estimator])
-    data = load_dataset(job.dataset, job.data_dir).to(job.torch_device)
-    train_split = data.train.subset(job.train_limit)
-    torch.manual_seed(job.seed)
-    model = build_model(job.model).to(job.torch_device)  # the CPU's initial weights
-    if job.schedule == "gradual":
-        return _run_gradual(job, model, data, train_split, wall, progress)
-    search = job.make_search(model)
-    stats = job.fit(model, train_split, after_step=search.step, progress=progress,
-                    description=f"train+search {job.model}")
-    dense = measured(job, data, model, "dense")
-    rss_trained = peak_rss_mb()
-    scoring = time.perf_counter()
-    scores = search.significance(job.estimator, sparsity=target["sparsity"],
-                                 refit=job.refit and job.estimator in REFIT_AWARE)
-    score_seconds = time.perf_counter() - scoring
-    kept = tensor_bytes(search.calibration_batch()) if job.calibration else 0
-    memory = {"parameter_mb": tensor_bytes(dict(model.state_dict())) / 2**20,
-              "search_state_mb": (tensor_bytes(search.state_dict()) - kept) / 2**20,
-              "kept_examples_mb": kept / 2**20, "peak_rss_mb_after_training": rss_trained,
-              "peak_rss_mb_after_scoring": peak_rss_mb()}
-    goal = dict(sparsity=target["sparsity"], min_accuracy=target["min_accuracy"],
-                evaluate=(lambda m: evaluate(m, data.val, "accuracy"))
-                if job.metric_name == "accuracy" else None, scope=job.scope)
-    if target["max_loss_increase"] is not None:  # a ceiling on the validation loss
-        goal.update(max_loss=dense["dense_val_loss"] + target["max_loss_increase"],
-                    evaluate=lambda m: evaluate(m, data.val, "loss"))
-    kept_inputs = search.kept_examples()[0] if job.calibration else None  # every rank's
-    if goal["evaluate"] is not None and kept_inputs is not None and batchnorm_layers(model):
-        goal["evaluate"] = recalibrating(goal["evaluate"], kept_inputs)
-    fit = None
-    if job.refit:  # on the search's kept examples: what a training loop already holds
-        examples, labels = search.kept_examples()  # every rank's, under torchrun
-        report, fit = prune_and_refit(model, scores, examples, labels=labels, **goal)
-    else:
-        report = prune(model, scores, **goal)
-    norms = recalibrate_batchnorm(model, kept_inputs) if kept_inputs is not None else 0
-    return {
-        "method": "bingo",
-        "name": job.name,
-        "model": job.model,
-        "dataset": job.dataset,
-        "seed": job.seed,
-        "sparsity": report.sparsity,
-        **dense, **measured(job, data, model, "pruned"),
-        "refit": fit.to_dict() if fit is not None else None,
-        "batchnorm_recalibrated": norms,
-        "per_layer": {k: v.sparsity for k, v in report.layers.items()},
-        "train_seconds": stats.seconds - stats.hook_seconds,
-        "search_seconds": search.search_seconds,
-        "score_seconds": score_seconds,
-        "prune_seconds": report.seconds,
-        "total_seconds": time.perf_counter() - wall,
-        "train_steps": stats.steps,
-        "searches": search.totals.searches,
-        "prune_evaluations": report.evaluations,
-        "memory": memory,
-        "config": {**asdict(job), **target, "variants": search.variants,
-                   "effective_fraction": search.effective_fraction, "backend": search.backend},
-        "calibration": search.last_calibration.to_dict() if search.last_calibration else None,
-        "environment": environment(job.torch_device),
-    }
-
-
-def _run_gradual(job: PruneJob, model, data, train_split, wall: float,
-                 progress: bool) -> Dict[str, Any]:
-    """``--schedule gradual``: prune during the one training run (bingo.pruning.gradual_ticket)."""
-    pruner = job.make_gradual(model, job.sparsity,
-                              steps_per_epoch(train_split, job.batch_size) * job.epochs)
-    stats = job.fit(model, train_split, after_step=pruner, progress=progress,
-                    description=f"train+prune {job.model}")
-    report = pruner.finish()
-    return {
-        "method": "bingo-gradual", "name": job.name, "model": job.model,
-        "dataset": job.dataset, "seed": job.seed, "sparsity": report.sparsity,
-        **measured(job, data, None, "dense"),
-        **measured(job, data, model, "pruned"),
-        "refit": None, "per_layer": {k: v.sparsity for k, v in report.layers.items()},
-        "train_seconds": stats.seconds - stats.hook_seconds,
-        "search_seconds": pruner.search.search_seconds, "score_seconds": 0.0,
-        "prune_seconds": pruner.event_seconds, "total_seconds": time.perf_counter() - wall,
-        "train_steps": stats.steps, "events": pruner.events, "chosen": pruner.chosen,
-        "vetoed": pruner.vetoed,
-        "config": {**asdict(job), "variants": 0, "calibration": job.gradual_calibration,
-                   "backend": pruner.search.backend},
-        "environment": environment(job.torch_device),
-    }

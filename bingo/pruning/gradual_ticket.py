@@ -24,9 +24,9 @@ from torch.func import functional_call
 
 from ..engine.borrow import Borrowed
 from ..engine.losses import per_example
-from ..evidence.candidates import MIXTURES, PROXY_ESTIMATORS, stable_ranks
+from ..evidence.candidates import MIXTURES, PROXY_ESTIMATORS, lowest, stable_ranks
 from ..evidence.ticket_search import TicketSearch
-from .schedule import CubicSchedule, Masks, ScheduledPruning, lowest
+from .schedule import CubicSchedule, Masks, ScheduledPruning
 
 # Measured (docs/results.md, *Pruning during the training run*): with fisher or mag+fisher
 # among them the events pick those (the lowest loss right after the event) and the run

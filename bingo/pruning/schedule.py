@@ -18,6 +18,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ..engine.distributed import local_module
 from ..engine.targets import refresh_masked_reads, torch_pruned
+from ..evidence.candidates import lowest
 from .masks import PruneReport
 
 Masks = Dict[str, torch.Tensor]  # parameter name -> bool keep-mask of its shape
@@ -107,21 +108,6 @@ def prune_kept(scores: torch.Tensor, keep: torch.Tensor, pruned: int) -> torch.T
     if more > 0:
         out[kept[lowest(scores.detach()[kept], more)]] = False
     return out
-
-
-def lowest(values: torch.Tensor, k: int) -> torch.Tensor:
-    """A flat mask of the ``k`` lowest ``values``, ties by index (what a stable sort would
-    cut), found by ``kthvalue``, not a sort."""
-    values = values.detach().float()
-    if k >= values.numel():
-        return torch.ones_like(values, dtype=torch.bool)
-    if k <= 0:
-        return torch.zeros_like(values, dtype=torch.bool)
-    cut = values.kthvalue(k).values
-    below = values < cut
-    tied = (values == cut).nonzero().squeeze(1)[:k - int(below.sum())]
-    below[tied] = True
-    return below
 
 
 class ScheduledPruning:
