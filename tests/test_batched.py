@@ -110,6 +110,14 @@ def test_what_the_fast_path_refuses():
     odd = nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Softmax(dim=0))
     assert batched.sequential_layers(odd, select_targets(odd)) is None  # mixes samples
 
+    class Skip(nn.Sequential):  # runs its children with a skip connection, not in a chain
+        def forward(self, x):
+            return self[0](x) + x
+    skip = nn.Sequential(nn.Flatten(), nn.Linear(784, 8), Skip(nn.Linear(8, 8)))
+    assert batched.sequential_layers(skip, select_targets(skip)) is None
+    assert batched.sequential_layers(Skip(nn.Linear(8, 8)), select_targets(Skip(nn.Linear(8, 8)))) \
+        is None
+
 
 def test_small_activation_budget_splits_the_pass_same_results(mnist, fresh_seed, monkeypatch):
     plan, targets, current, initial, batch = _setup(convnet(), mnist, "weight", fresh_seed)

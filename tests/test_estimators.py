@@ -23,6 +23,14 @@ from tests import margins
 from tests.test_search import bn_dropout_net, snapshot, train_steps, trained_search
 
 
+class Skip(torch.nn.Sequential):
+    """A Sequential subclass with its own forward (a skip connection): one block, not a
+    chain of its children."""
+
+    def forward(self, x):
+        return self[1](self[0](x)) + x
+
+
 class HalvesItsInput(torch.nn.Module):
     """A block that writes its input in place: a kept activation it reads goes stale."""
 
@@ -37,8 +45,9 @@ class HalvesItsInput(torch.nn.Module):
 
 def chain_search(name, mnist, data_dir, seed):
     """A trained search on one of the chains the meter resumes: layers (the conv net, an
-    MLP with in-place ReLUs), blocks that write their input in place, and char-gpt's
-    blocks on real tinyshakespeare windows."""
+    MLP with in-place ReLUs), blocks that write their input in place, a Sequential
+    subclass with a forward of its own, and char-gpt's blocks on real tinyshakespeare
+    windows."""
     torch.manual_seed(seed)
     nn = torch.nn
     if name == "char-gpt":
@@ -60,14 +69,17 @@ def chain_search(name, mnist, data_dir, seed):
                  nn.ReLU(inplace=True), nn.Linear(23, 10)),
              "blocks-inplace": lambda: nn.Sequential(
                  nn.Flatten(), nn.Linear(784, 29), HalvesItsInput(29),
-                 nn.Sequential(HalvesItsInput(29), nn.Linear(29, 10)))}[name]()
+                 nn.Sequential(HalvesItsInput(29), nn.Linear(29, 10))),
+             "skip-sequential": lambda: nn.Sequential(
+                 nn.Flatten(), nn.Linear(784, 31), Skip(nn.Linear(31, 31), nn.Tanh()),
+                 nn.Linear(31, 10))}[name]()
     search = bingo.TicketSearch(model, variants=0, calibration=300)
     train_steps(model, mnist.train, 6, seed=seed, search=search)
     return model, search
 
 
 @pytest.mark.parametrize("model_name", ["convnet", "mlp-inplace", "blocks-inplace",
-                                        "char-gpt"])
+                                        "skip-sequential", "char-gpt"])
 @pytest.mark.parametrize("budget", [256 << 20, 1])
 def test_kept_prefixes_give_the_losses_of_whole_forwards(mnist, data_dir, model_name, budget,
                                                          monkeypatch, fresh_seed):

@@ -52,11 +52,17 @@ _MERGED = (nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, n
 Layer = Tuple[str, nn.Module, Optional[Target]]
 
 
+def plain_sequential(m: nn.Module) -> bool:
+    """An ``nn.Sequential`` whose forward is Sequential's: its children run in order (a
+    subclass may run them otherwise, e.g. with a skip connection)."""
+    return isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
+
+
 def _flatten(seq: nn.Sequential, prefix: str = "") -> List[Tuple[str, nn.Module]]:
     out = []
     for name, m in seq.named_children():
         full = f"{prefix}{name}"
-        out += _flatten(m, full + ".") if isinstance(m, nn.Sequential) else [(full, m)]
+        out += _flatten(m, full + ".") if plain_sequential(m) else [(full, m)]
     return out
 
 
@@ -74,7 +80,7 @@ def _per_sample(m: nn.Module) -> bool:
 
 def sequential_layers(model: nn.Module, targets: Sequence[Target]) -> Optional[List[Layer]]:
     """The model as a chain of per-sample layers with their targets, or None if it is not one."""
-    if not isinstance(model, nn.Sequential) or model._forward_hooks or model._forward_pre_hooks:
+    if not plain_sequential(model) or model._forward_hooks or model._forward_pre_hooks:
         return None
     by_module = {t.module_name: t for t in targets}
     layers: List[Layer] = []

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..engine.batched import plain_sequential
 from ..engine.borrow import Borrowed
 from ..engine.targets import Target
 from .candidates import Scores, stable_order, weights_of
@@ -102,11 +103,11 @@ Block = Tuple[str, nn.Module, Tuple[Target, ...]]  # name, module, the targets i
 
 
 def target_chain(model: nn.Module, targets: Sequence[Target]) -> Optional[List[Block]]:
-    """The model as the chain of blocks it runs (an ``nn.Sequential``, nested ones without
-    hooks flattened), each with the targets inside it; None if the model is not one, or
-    its own hooks must run, or a target lies outside the chain."""
-    if not isinstance(model, nn.Sequential) or model._forward_hooks \
-            or model._forward_pre_hooks:
+    """The model as the chain of blocks it runs (an ``nn.Sequential`` that keeps
+    Sequential's own forward, nested ones without hooks flattened), each with the targets
+    inside it; None if the model is not one, or its own hooks must run, or a target lies
+    outside the chain."""
+    if not plain_sequential(model) or model._forward_hooks or model._forward_pre_hooks:
         return None
     left = list(targets)
     blocks: List[Block] = []
@@ -121,7 +122,7 @@ def target_chain(model: nn.Module, targets: Sequence[Target]) -> Optional[List[B
 def _blocks(seq: nn.Sequential, prefix: str = "") -> List[Tuple[str, nn.Module]]:
     out = []
     for name, m in seq.named_children():
-        plain = isinstance(m, nn.Sequential) and not (m._forward_hooks or m._forward_pre_hooks)
+        plain = plain_sequential(m) and not (m._forward_hooks or m._forward_pre_hooks)
         out += _blocks(m, f"{prefix}{name}.") if plain else [(f"{prefix}{name}", m)]
     return out
 
