@@ -53,16 +53,20 @@ Layer = Tuple[str, nn.Module, Optional[Target]]
 
 
 def plain_sequential(m: nn.Module) -> bool:
-    """An ``nn.Sequential`` whose forward is Sequential's: its children run in order (a
-    subclass may run them otherwise, e.g. with a skip connection)."""
-    return isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
+    """An ``nn.Sequential`` that runs its children in order and nothing else: Sequential's
+    own forward (a subclass may run them otherwise, e.g. with a skip connection) and no
+    hooks of its own."""
+    return (isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
+            and not (m._forward_hooks or m._forward_pre_hooks))
 
 
-def _flatten(seq: nn.Sequential, prefix: str = "") -> List[Tuple[str, nn.Module]]:
+def chain_children(seq: nn.Sequential, prefix: str = "") -> List[Tuple[str, nn.Module]]:
+    """The modules ``seq`` runs one after another, by name: nested plain Sequentials
+    flattened, anything else (a block, a hooked or own-forward Sequential) kept whole."""
     out = []
     for name, m in seq.named_children():
         full = f"{prefix}{name}"
-        out += _flatten(m, full + ".") if plain_sequential(m) else [(full, m)]
+        out += chain_children(m, full + ".") if plain_sequential(m) else [(full, m)]
     return out
 
 
@@ -80,11 +84,11 @@ def _per_sample(m: nn.Module) -> bool:
 
 def sequential_layers(model: nn.Module, targets: Sequence[Target]) -> Optional[List[Layer]]:
     """The model as a chain of per-sample layers with their targets, or None if it is not one."""
-    if not plain_sequential(model) or model._forward_hooks or model._forward_pre_hooks:
+    if not plain_sequential(model):
         return None
     by_module = {t.module_name: t for t in targets}
     layers: List[Layer] = []
-    for name, m in _flatten(model):
+    for name, m in chain_children(model):
         t = by_module.pop(name, None)
         if not _per_sample(m):
             return None

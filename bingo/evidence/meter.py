@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..engine.batched import plain_sequential
+from ..engine.batched import chain_children, plain_sequential
 from ..engine.borrow import Borrowed
 from ..engine.targets import Target
 from .candidates import Scores, stable_order, weights_of
@@ -62,11 +62,14 @@ class Meter:
         """The loss with the weights outside ``keep`` zeroed, as ``loss_and_grad`` computes
         it (the same products, the same value), at a forward's cost: a swap search's trial,
         whose gradient is needed only if the trial is kept."""
-        overrides = {n: w * keep[n].to(w.dtype) for n, w in self.weights.items()}
         with self.borrowed, torch.no_grad():
-            out = functional_call(self.search.model, overrides, (self.inputs,))
+            out = functional_call(self.search.model, self._zeroed(keep), (self.inputs,))
             value = float(self.search.loss_fn(out, self.labels))
         return self._measured(value)
+
+    def _zeroed(self, keep: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The weights with those outside ``keep`` zeroed (new tensors)."""
+        return {n: w * keep[n].to(w.dtype) for n, w in self.weights.items()}
 
     def _measured(self, value: float) -> float:
         """One evaluation counted; the mean over every rank's kept examples; NaN as worst."""
@@ -84,8 +87,7 @@ class Meter:
         if last is not None and last[0].keys() == keep.keys() \
                 and all(torch.equal(last[0][n], keep[n]) for n in keep):
             return last[1], last[2]
-        overrides = {n: (w * keep[n].to(w.dtype)).requires_grad_(True)
-                     for n, w in self.weights.items()}
+        overrides = {n: w.requires_grad_(True) for n, w in self._zeroed(keep).items()}
         with self.borrowed, torch.enable_grad():
             out = functional_call(self.search.model, overrides, (self.inputs,))
             loss = self.search.loss_fn(out, self.labels)
@@ -107,24 +109,16 @@ def target_chain(model: nn.Module, targets: Sequence[Target]) -> Optional[List[B
     Sequential's own forward, nested ones without hooks flattened), each with the targets
     inside it; None if the model is not one, or its own hooks must run, or a target lies
     outside the chain."""
-    if not plain_sequential(model) or model._forward_hooks or model._forward_pre_hooks:
+    if not plain_sequential(model):
         return None
     left = list(targets)
     blocks: List[Block] = []
-    for name, m in _blocks(model):
+    for name, m in chain_children(model):
         inside = tuple(t for t in left if t.module_name == name
                        or t.module_name.startswith(name + "."))
         left = [t for t in left if t not in inside]
         blocks.append((name, m, inside))
     return None if left else blocks
-
-
-def _blocks(seq: nn.Sequential, prefix: str = "") -> List[Tuple[str, nn.Module]]:
-    out = []
-    for name, m in seq.named_children():
-        plain = plain_sequential(m) and not (m._forward_hooks or m._forward_pre_hooks)
-        out += _blocks(m, f"{prefix}{name}.") if plain else [(f"{prefix}{name}", m)]
-    return out
 
 
 class Prefixes:
