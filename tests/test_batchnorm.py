@@ -174,3 +174,33 @@ def test_a_floor_on_a_batchnorm_model_is_bisected_as_deployed(mnist):
                                evaluate=val)
     # measured with stale statistics the bisection stops early (97.5% against 88.7% here)
     assert report.sparsity > stale_report.sparsity + 0.03
+
+
+def test_after_a_kept_refit_the_dense_statistics_stay(net):
+    """``after_one_shot``: a refit solves each layer for the dense outputs, which the
+    dense statistics normalize, so they stay; without a refit, or after a refused one,
+    they are re-estimated on the examples."""
+    from bingo.harness.baselines.scores import magnitude_scores
+    from bingo.pruning.batchnorm import after_one_shot
+    torch.manual_seed(5)
+    x = torch.randn(96, 3, 6, 6)
+    dense = copy.deepcopy(net).eval()
+    buffers = {k: v.clone() for k, v in dense.state_dict().items() if "running" in k}
+    pruned = copy.deepcopy(dense)
+    bingo.prune(pruned, magnitude_scores(pruned), sparsity=0.6)
+    fit = bingo.refit(pruned, dense, x)
+    assert fit.kept
+    assert after_one_shot(pruned, x, fit) == 0
+    for k, v in buffers.items():
+        assert torch.equal(pruned.state_dict()[k], v), k
+    fit.kept = False  # a refit that raised the loss was undone: re-estimate
+    refused = copy.deepcopy(pruned)
+    assert after_one_shot(refused, x, fit) == 2
+    plain = copy.deepcopy(pruned)
+    assert after_one_shot(plain, x) == 2
+    expected = copy.deepcopy(pruned)
+    bingo.recalibrate_batchnorm(expected, x)
+    for k in buffers:
+        assert torch.equal(plain.state_dict()[k], expected.state_dict()[k])
+        assert torch.equal(refused.state_dict()[k], expected.state_dict()[k])
+        assert not torch.equal(plain.state_dict()[k], buffers[k])

@@ -227,7 +227,8 @@ def test_budgeted_chooses_the_lowest_measured_loss_and_leaves_the_model_alone(mn
     scores = search.significance("budgeted", sparsity=0.8)
     report = search.last_calibration
     assert report.chosen == min(report.losses, key=report.losses.get)
-    assert set(report.losses) == set(candidates.PROXY_ESTIMATORS + candidates.MIXTURES)
+    assert set(report.losses) == set(candidates.PROXY_ESTIMATORS + candidates.MIXTURES
+                                     + candidates.DATA_CANDIDATES)
     assert report.examples == 512 and report.evaluations > len(report.losses)
     for k, v in snapshot(model)[0].items():
         assert torch.equal(v, before[0][k])
@@ -272,6 +273,25 @@ def test_refit_aware_calibration_chooses_the_lowest_loss_after_a_refit(mnist, fr
     assert loss <= losses["magnitude"] and loss <= losses["calibrated"]
     with pytest.raises(ValueError, match="pass refit=False"):
         search.significance("magnitude", refit=True)
+
+
+def test_refit_aware_losses_of_a_batchnorm_model_are_its_deployed_losses(mnist, fresh_seed):
+    """With BatchNorm, a refit candidate is measured on the dense running statistics, as
+    it is deployed (a kept refit is not followed by a re-estimate)."""
+    torch.manual_seed(fresh_seed)
+    model = bn_dropout_net()
+    search = bingo.TicketSearch(model, variants=0, calibration=256, seed=fresh_seed)
+    train_steps(model, mnist.train, 12, seed=fresh_seed, search=search)
+    scores = search.significance("calibrated", sparsity=0.8, refit=True)
+    report = search.last_calibration
+    x, y = search.calibration_batch()
+    m = copy.deepcopy(model)
+    prune(m, scores, sparsity=0.8)
+    fit = bingo.refit(m, model, x, labels=y)
+    with torch.no_grad():
+        loss = float(F.cross_entropy(m.eval()(x), y))
+    assert loss == pytest.approx(min(fit.loss_before, fit.loss_after), rel=1e-5)
+    assert loss == pytest.approx(report.refit_losses[report.refit_chosen], rel=1e-5)
 
 
 def test_budget_balancing_measures_each_split_once_and_ends_at_a_local_minimum(mnist,

@@ -8,12 +8,15 @@ from typing import TYPE_CHECKING, Dict, Sequence
 
 import torch
 
+from .activations import activation_scores
+
 if TYPE_CHECKING:
     from ..engine.search import SearchEngine
 
 Scores = Dict[str, torch.Tensor]
 PROXY_ESTIMATORS = ("magnitude", "fisher", "reset", "movement")
 MIXTURES = ("mag+fisher", "mag+reset", "mag+movement")
+DATA_CANDIDATES = ("activation",)  # read the kept examples (bingo.evidence.activations)
 
 
 def weights_of(search: "SearchEngine") -> Scores:
@@ -23,10 +26,13 @@ def weights_of(search: "SearchEngine") -> Scores:
 
 
 def available(search: "SearchEngine") -> tuple:
-    """The single proxies and mixtures ``search`` can score (movement only if collected):
-    the candidates of the budgeted and calibrated estimators."""
-    return tuple(n for n in PROXY_ESTIMATORS + MIXTURES
-                 if "movement" not in n or search.proxies.movement)
+    """The single proxies and mixtures ``search`` can score (movement only if collected),
+    then ``activation`` if it kept examples: the candidates of the budgeted and calibrated
+    estimators."""
+    kept = len(search._calibration) > 0
+    return tuple(n for n in PROXY_ESTIMATORS + MIXTURES + DATA_CANDIDATES
+                 if ("movement" not in n or search.proxies.movement)
+                 and (n not in DATA_CANDIDATES or kept))
 
 
 def proxy_scores(search: "SearchEngine") -> Dict[str, Scores]:
@@ -117,6 +123,9 @@ def lowest(values: torch.Tensor, k: int) -> torch.Tensor:
 def candidate_scores(search: "SearchEngine", names: Sequence[str]) -> Dict[str, Scores]:
     single = proxy_scores(search)
     out = {n: single[n] for n in names if n in single}
+    if "activation" in names:
+        out["activation"] = activation_scores(search.model, search.targets, weights_of(search),
+                                              search.calibration_batch()[0], search.ranks)
     mixed = [n for n in names if n in MIXTURES]
     if mixed:
         mag = global_ranks(single["magnitude"])

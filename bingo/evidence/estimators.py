@@ -19,11 +19,14 @@ Named estimators (higher = more important for all of them):
 ``reset``       Σ |g (r - w)|: the first-order size of the search's reset, summed over steps
 ``movement``    -Σ g w: pushed away from zero by training (Sanh et al.)
 ``mag+<proxy>`` the average of the global ranks of |w| and of fisher/reset/movement
+``activation``  |w| times the rms of its input on the kept examples, over the layer's mean
+                (Wanda's score; :mod:`bingo.evidence.activations`)
 ``units``       needs granularity="neuron": the lowest-scoring units of each hidden layer
                 removed whole (a share measured on the calibration batches), the other
                 weights ranked by magnitude
-``budgeted``    every proxy and mixture above, each with its layer budgets moved until the
-                measured calibration loss stops falling; the one with the lowest loss kept
+``budgeted``    every proxy, mixture and activation above, each with its layer budgets
+                moved until the measured calibration loss stops falling; the one with the
+                lowest loss kept
 ``calibrated``  the default: ``budgeted``, then a swap search on its mask: at the pruned
                 network, the gradient on the calibration batches and the Fisher proxy
                 estimate what removing each kept weight and restoring each pruned one
@@ -51,6 +54,7 @@ import torch
 from ..engine.regression import regression_scores
 from .calibrated import calibrate, global_counts
 from .candidates import (
+    DATA_CANDIDATES,
     MIXTURES,
     PROXY_ESTIMATORS,
     Scores,
@@ -66,7 +70,7 @@ if TYPE_CHECKING:
     from ..engine.search import SearchEngine
 
 ESTIMATORS = ("calibrated", "budgeted", "search", "regression", *PROXY_ESTIMATORS, *MIXTURES,
-              "units")
+              *DATA_CANDIDATES, "units")
 DEFAULT_ESTIMATOR = "calibrated"
 SEARCH_ESTIMATORS = ("search", "regression", "units")  # the ones that read the searches
 MEASURING_ESTIMATORS = ("calibrated", "budgeted", "units")  # measure masks on kept examples
@@ -106,6 +110,10 @@ def estimate(search: "SearchEngine", name: str = DEFAULT_ESTIMATOR, *,
     if name in ("calibrated", "budgeted"):
         return calibrate(search, sparsity or DEFAULT_CALIBRATION_SPARSITY,
                          swaps=name == "calibrated", refit=refit)
+    if name in DATA_CANDIDATES and name not in available(search):
+        raise ValueError(f"the {name} estimator reads the kept examples, and this search "
+                         f"kept none: build it with calibration > 0 and call step() during "
+                         f"training")
     if name not in available(search):  # a movement estimator, movement not collected
         raise ValueError(f"the {name} estimator reads the movement proxy, which this search "
                          f"did not collect: build the TicketSearch with movement=True (the "

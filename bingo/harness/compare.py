@@ -5,7 +5,8 @@ floor. Writes results.json, results.md (the table) and accuracy_vs_sparsity.png.
 How each family meets a sparsity s (test accuracy reported, choices made on validation):
 
 * after training, one shot (``bingo``, ``magnitude``): train once (BINGO with its ticket
-  search), then prune the trained weights to s, optionally refit the kept weights by least
+  search; magnitude, hybrid, Wanda and SparseGPT share one dense run, BINGO's where it
+  came first: a search does not change the training it watches), then prune the trained weights to s, optionally refit the kept weights by least
   squares (``--refit``, on the last ``calibration`` examples its training saw: the same
   images for every method, and for BINGO the ones its estimator measured), optionally
   fine-tune. ``bingo`` scores

@@ -12,12 +12,10 @@ import torch
 from torch import nn
 
 from ..engine.borrow import batchnorm_layers
-from ..engine.calibration import CalibrationBuffer
-from ..engine.distributed import Ranks
 from ..engine.targets import select_targets
 from ..evidence.estimators import REFIT_AWARE
 from ..pruning.gradual import RAMP_SHARE, ramp_from_scores
-from ..pruning.batchnorm import recalibrate_batchnorm, recalibrating
+from ..pruning.batchnorm import after_one_shot, recalibrating
 from ..pruning.gradual_ticket import GradualTicketPruning
 from ..pruning.masks import current_masks, prune
 from ..pruning.refit import prune_and_refit
@@ -47,10 +45,11 @@ class Trained(NamedTuple):
     # whether a refit is kept). Every run has the same data order, so the same images.
 
 
-def _recalibrated(model: nn.Module, examples: torch.Tensor) -> Dict[str, int]:
-    """A one-shot row's BatchNorm statistics re-estimated on its kept examples; the point's
-    record of it (nothing for a model without BatchNorm)."""
-    layers = recalibrate_batchnorm(model, examples)
+def _recalibrated(model: nn.Module, examples: torch.Tensor, fit=None) -> Dict[str, int]:
+    """A one-shot row's BatchNorm statistics re-estimated on its kept examples, unless
+    ``fit`` is a kept refit (``after_one_shot``); the point's record of it (nothing for a
+    model without BatchNorm, or after a kept refit)."""
+    layers = after_one_shot(model, examples, fit)
     return {"batchnorm_recalibrated": layers} if layers else {}
 
 
@@ -58,14 +57,15 @@ def _one_shot(h: Harness, result: MethodResult, trained: Trained) -> None:
     """Prune trained weights by ``scores_at(s)`` to each sparsity s, and/or down to the floor
     (``scores_at(None)``: the scores for a bisection); with ``refit``, each mask's kept
     weights are then solved against the trained model (bingo.refit). A model with
-    BatchNorm then has its statistics re-estimated on the same examples (every row alike)."""
+    BatchNorm then has its statistics re-estimated on the same examples (every row alike),
+    unless its kept weights were refit (``after_one_shot``)."""
     job, model, scores_at = h.job, trained.model, trained.scores_at
     recent = (dict(zip(("examples", "labels"), trained.recent()))
               if job.refit or batchnorm_layers(model) else {})
     h.set_dense(result, model)
     for s in job.sparsities:
         m = copy.deepcopy(model)
-        ramp, extra = None, {}
+        ramp, extra, fit = None, {}, None
         if job.finetune_ramp:
             steps = steps_per_epoch(h.train_split, job.batch_size) * job.finetune_epochs
             ramp = ramp_from_scores(m, scores_at(s), s, job.finetune_ramp,
@@ -77,7 +77,7 @@ def _one_shot(h: Harness, result: MethodResult, trained: Trained) -> None:
         else:
             prune(m, scores_at(s), sparsity=s)
         if recent:
-            extra.update(_recalibrated(m, recent["examples"]))
+            extra.update(_recalibrated(m, recent["examples"], fit))
         if job.finetune_epochs:
             h.train(m, epochs=job.finetune_epochs, after_step=ramp,
                     description=f"fine-tune {result.method}")
@@ -87,7 +87,7 @@ def _one_shot(h: Harness, result: MethodResult, trained: Trained) -> None:
     if job.min_accuracy is not None:
         m = copy.deepcopy(model)
         goal = dict(min_accuracy=job.min_accuracy, evaluate=h.val)
-        if batchnorm_layers(m):  # each trial measured with its own re-estimated statistics
+        if batchnorm_layers(m) and not job.refit:  # each trial with re-estimated statistics
             goal["evaluate"] = recalibrating(h.val, recent["examples"])
         if job.refit:
             report, fit = prune_and_refit(m, scores_at(None), **recent, **goal)
@@ -148,13 +148,9 @@ def train_and_score(h: "Harness", method: str,
                       f"R² {h.regression['explained']:.3f}")
             return scores
         return Trained(model, scores_at, reused, search.kept_examples)
-    model = h.fresh()
-    # fed only where --refit or BatchNorm reads it; under torchrun each rank its portion
-    recent = CalibrationBuffer(h.job.calibration, Ranks())
-    h.train(model, after_step=recent.add if h.job.refit or batchnorm_layers(model) else None,
-            description=f"train {method}")
+    model, recent, reused = h.dense()  # shared with the layer-wise rows (and BINGO's run)
     scores = magnitude_scores(model)
-    return Trained(model, lambda s: scores, 0.0, recent.everywhere)
+    return Trained(model, lambda s: scores, reused, lambda: recent)
 
 
 def _after_training(h: Harness, result: MethodResult) -> None:
@@ -213,8 +209,8 @@ def _synflow(h, model, s):
 
 
 def _hybrid(h: Harness, result: MethodResult) -> None:
-    trained = h.fresh()
-    h.train(trained, description="train hybrid (dense)")
+    trained, _, reused = h.dense()
+    result.seconds += reused
     h.set_dense(result, trained)
     for s in h.job.sparsities:
         model = copy.deepcopy(trained)
@@ -283,7 +279,7 @@ def _layerwise(h: Harness, result: MethodResult) -> None:
     """Wanda or SparseGPT on the trained dense model (one training run shared by both),
     from the last ``calibration`` examples its training saw; uniform layer sparsity, the
     last layer dense where the goal allows it."""
-    model, examples, reused = h.dense()
+    model, (examples, _), reused = h.dense()
     result.seconds += reused
     h.set_dense(result, model)
     prune_fn = wanda if result.method == "wanda" else sparsegpt
@@ -316,8 +312,7 @@ def find_masks(h: "Harness", method: str, sparsity: float,
         model = copy.deepcopy(trained.model)  # a shared BINGO run stays unpruned for the next row
         prune(model, trained.scores_at(sparsity), sparsity=sparsity)
     elif method == "hybrid":
-        model = h.fresh()
-        h.train(model, description="train hybrid (dense)")
+        model = copy.deepcopy(h.dense()[0])
         prune(model, magnitude_scores(model), sparsity=_smart_budget(model, sparsity))
     elif method == "imp":
         model = h.fresh()

@@ -14,7 +14,7 @@ import torch
 
 from ..engine.borrow import batchnorm_layers
 from ..evidence.estimators import REFIT_AWARE
-from ..pruning.batchnorm import recalibrate_batchnorm, recalibrating
+from ..pruning.batchnorm import after_one_shot, recalibrating
 from ..pruning.masks import prune
 from ..pruning.refit import prune_and_refit
 from .data import load_dataset
@@ -128,7 +128,8 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         goal.update(max_loss=dense["dense_val_loss"] + target["max_loss_increase"],
                     evaluate=lambda m: evaluate(m, data.val, "loss"))
     kept_inputs = search.kept_examples()[0] if job.calibration else None  # every rank's
-    if goal["evaluate"] is not None and kept_inputs is not None and batchnorm_layers(model):
+    if (goal["evaluate"] is not None and kept_inputs is not None and batchnorm_layers(model)
+            and not job.refit):
         goal["evaluate"] = recalibrating(goal["evaluate"], kept_inputs)
     fit = None
     if job.refit:  # on the search's kept examples: what a training loop already holds
@@ -136,7 +137,7 @@ def run_prune_job(job: PruneJob, progress: bool = True) -> Dict[str, Any]:
         report, fit = prune_and_refit(model, scores, examples, labels=labels, **goal)
     else:
         report = prune(model, scores, **goal)
-    norms = recalibrate_batchnorm(model, kept_inputs) if kept_inputs is not None else 0
+    norms = after_one_shot(model, kept_inputs, fit) if kept_inputs is not None else 0
     return {
         "method": "bingo",
         "name": job.name,

@@ -47,7 +47,7 @@ class Harness:
         self.searched: Dict[str, Any] = {}  # granularity -> (model, search, seconds)
         self.calibrations: List[Dict[str, Any]] = []  # what each calibrated scoring chose
         self.regression: Optional[Dict[str, Any]] = None  # the regression row's fit
-        self._dense: Optional[tuple] = None  # (model, its last examples, training seconds)
+        self._dense: Optional[tuple] = None  # (model, its last (inputs, labels), seconds)
 
     def fresh(self, seed: Optional[int] = None) -> nn.Module:
         """The model at its initial weights (the same for every method, given the seed)."""
@@ -61,7 +61,7 @@ class Harness:
         """The same harness training on another split (the sanity checks' corrupted data)."""
         other = copy.copy(self)
         other.train_split = split
-        other.searched, other.calibrations = {}, []
+        other.searched, other.calibrations, other._dense = {}, [], None
         return other
 
     def train(self, model: nn.Module, epochs: Optional[int] = None, after_step=None,
@@ -70,12 +70,32 @@ class Harness:
                             progress=self.progress, description=description)
 
     def dense(self) -> tuple:
-        """The dense model trained once (shared by the layer-wise one-shot rows), the last
-        ``calibration`` training examples it saw, and the seconds its training took if
-        this call reused it (0 for the row that trained it)."""
+        """The dense model trained once (shared by magnitude, hybrid and the layer-wise
+        rows), the last ``calibration`` (inputs, labels) its training saw, and the seconds
+        its training took if this call reused it (0 for the row that trained it). A BINGO
+        run already trained serves as it, where its search kept as many examples: the
+        search changes no weight, buffer, random state or data order, so that training is
+        bit for bit this one (tests/test_compare_shared.py) and need not run twice."""
         if self._dense is not None:
-            model, examples, seconds = self._dense
-            return model, examples, seconds
+            return self._dense
+        self._dense = self._searched_run()
+        if self._dense is not None:
+            return self._dense
+        self._dense = self._train_dense()
+        return (*self._dense[:2], 0.0)
+
+    def _searched_run(self) -> Optional[tuple]:
+        """A BINGO run of this harness as the dense run, if its search kept the examples
+        the dense run would keep."""
+        from ..engine.search import DEFAULT_CALIBRATION
+        kept = self.job.calibration or DEFAULT_CALIBRATION
+        if not self.searched or self.job.search_calibration != kept:
+            return None
+        model, search, seconds = next(iter(self.searched.values()))
+        return model, search.kept_examples(), seconds
+
+    def _train_dense(self) -> tuple:
+        """Train the dense model, keeping its last ``calibration`` examples."""
         from ..engine.calibration import CalibrationBuffer
         from ..engine.distributed import Ranks
         from ..engine.search import DEFAULT_CALIBRATION
@@ -83,9 +103,7 @@ class Harness:
         model = self.fresh()
         recent = CalibrationBuffer(self.job.calibration or DEFAULT_CALIBRATION, Ranks())
         self.train(model, after_step=recent.add, description="train dense")
-        examples = recent.everywhere()[0]  # every rank's, under torchrun
-        self._dense = (model, examples, time.perf_counter() - start)
-        return model, examples, 0.0
+        return model, recent.everywhere(), time.perf_counter() - start  # every rank's
 
     def val(self, model: nn.Module) -> float:
         return evaluate(model, self.data.val, self.metric)
