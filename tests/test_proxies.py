@@ -349,7 +349,7 @@ def test_without_movement_the_sampled_proxies_are_the_same_and_movement_is_refus
     before = snapshot(model)
     still.significance("calibrated", sparsity=0.8)
     assert set(still.last_calibration.losses) == {"magnitude", "fisher", "reset", "mag+fisher",
-                                                  "mag+reset"}
+                                                  "mag+reset", "activation"}
     assert all(torch.equal(v, before[0][k]) for k, v in snapshot(model)[0].items())
     assert still.config()["movement"] is False
     twin = bingo.TicketSearch(model, variants=0, calibration=256, movement=False)
