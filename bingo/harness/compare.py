@@ -6,13 +6,13 @@ How each family meets a sparsity s (test accuracy reported, choices made on vali
 
 * after training, one shot (``bingo``, ``magnitude``): train once (BINGO with its ticket
   search; magnitude, hybrid, Wanda and SparseGPT share one dense run, BINGO's where it
-  came first: a search does not change the training it watches), then prune the trained weights to s, optionally refit the kept weights by least
-  squares (``--refit``, on the last ``calibration`` examples its training saw: the same
-  images for every method, and for BINGO the ones its estimator measured), optionally
-  fine-tune. ``bingo`` scores
+  came first: a search does not change the training it watches), then prune the trained
+  weights to s, optionally refit the kept weights by least squares (``--refit``, on the
+  last ``calibration`` examples its training saw: the same images for every method, and
+  for BINGO the ones its estimator measured), optionally fine-tune. ``bingo`` scores
   with the job's estimator; ``bingo:<estimator>`` rows score the same training run with
-  another (bingo.evidence.estimators), except ``bingo:units``, whose neuron searches need a run
-  of their own. A row's seconds include the shared training;
+  another (bingo.evidence.estimators), except ``bingo:units``, whose neuron searches need
+  a run of their own. A row's seconds include the shared training;
 * at initialization (``random``, ``smart-ratio``, ``snip``, ``grasp``, ``synflow``): mask
   the initial weights to s, then train with the mask enforced (one training per s);
 * ``hybrid`` (Su et al.): train dense, keep the largest weights within smart-ratio layer
