@@ -265,6 +265,16 @@ MUTANTS: List[Mutant] = [
            "        value = self.search.ranks.mean(value, len(labels))", "",
            ("tests/test_distributed.py",),
            "a pruning event measures its proposals on this rank's kept examples alone"),
+    Mutant("synflow-ids-looked-up", "bingo/harness/baselines/scores.py",
+           "            return module.weight.sum(0).expand_as(out)\n",
+           "            return None\n",
+           ("tests/test_baselines.py::test_synflow_on_token_ids_is_synflow_of_the_all_ones_one_hot",),
+           "SynFlow on token ids looks up the ids' rows instead of the all-ones one-hot"),
+    Mutant("imp-point-of-the-last-round", "bingo/harness/methods.py",
+           "        r = min(rounds[1:], key=lambda r: abs(r.sparsity - s))\n",
+           "        r = rounds[-1]\n",
+           ("tests/test_text_runs.py::test_imp_and_synflow_run_on_text_and_record_the_validation_loss",),
+           "every IMP point reports the last round's figures"),
 ]
 
 

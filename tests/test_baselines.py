@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from bingo import prune
 from bingo.engine.targets import select_targets
@@ -96,6 +97,46 @@ def test_synflow_iterations_change_the_mask():
     assert not torch.equal(one, many)
 
 
+class _Tokens(nn.Module):
+    """Token ids -> embeddings plus position embeddings -> ReLU MLP; with ``one_hot`` the
+    same network reading one-hot vectors through a bias-free Linear instead."""
+
+    def __init__(self, vocab=11, width=7, context=5, one_hot=False):
+        super().__init__()
+        self.one_hot = one_hot
+        self.tokens = nn.Linear(vocab, width, bias=False) if one_hot else nn.Embedding(vocab,
+                                                                                       width)
+        self.positions = nn.Embedding(context, width)
+        self.fc, self.head = nn.Linear(width, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        t = x.shape[1]
+        return self.head(torch.relu(self.fc(self.tokens(x) + self.positions(torch.arange(t)))))
+
+
+def test_synflow_on_token_ids_is_synflow_of_the_all_ones_one_hot(fresh_seed):
+    torch.manual_seed(fresh_seed)
+    ids_model, one_hot = _Tokens(), _Tokens(one_hot=True)
+    one_hot.load_state_dict({**ids_model.state_dict(),
+                             "tokens.weight": ids_model.tokens.weight.T.contiguous()})
+    ids = torch.randint(0, 11, (2, 5))
+    for iterations in (1, 4):
+        by_ids = synflow_scores(ids_model, ids, 0.6, iterations=iterations)
+        by_ones = synflow_scores(one_hot, (5, 11), 0.6, iterations=iterations,
+                                 targets=select_targets(one_hot, exclude="tokens.weight"))
+        assert set(by_ids) == set(by_ones) == {"fc.weight", "head.weight"}
+        for name in by_ids:
+            assert torch.allclose(by_ids[name], by_ones[name], rtol=1e-5, atol=0), name
+            assert by_ids[name].isfinite().any() and (by_ids[name] > 0).any()
+    with pytest.raises(ValueError, match="no nn.Embedding of the model reads them"):
+        synflow_scores(_Shifted(), ids, 0.6, iterations=1)
+
+
+class _Shifted(_Tokens):
+    def forward(self, x):  # its embedding reads a tensor made from the ids, not the ids
+        return self.head(self.fc(self.tokens((x + 1) % 11)))
+
+
 def test_smart_ratio_follows_the_formula_and_adds_up():
     sizes = [235_200, 30_000, 1_000]  # LeNet-300-100
     for s in (0.5, 0.8, 0.95, 0.99):
@@ -152,9 +193,9 @@ def test_imp_schedule_hits_the_targets_and_rewinds(mnist):
         return train(m, small, epochs=1, batch_size=50, progress=False, after_step=after_step,
                      optimizer=make_optimizer("adam", m.parameters(), 1e-3))
 
-    evaluate = lambda m: accuracy(m, mnist.val.subset(500))  # noqa: E731
-    rounds = imp(model, train_fn, val=evaluate, test=evaluate, sparsities=[0.5, 0.74],
-                 rate=0.2, scope="global")
+    evaluate = lambda m: {"val_accuracy": accuracy(m, mnist.val.subset(500))}  # noqa: E731
+    rounds = imp(model, train_fn, figures=evaluate, sparsities=[0.5, 0.74], rate=0.2,
+                 scope="global")
     assert [r.round for r in rounds] == list(range(len(rounds)))
     assert rounds[0].sparsity == 0.0
     assert [round(r.sparsity, 3) for r in rounds[1:]] == [0.2, 0.36, 0.5, 0.59, 0.672, 0.74]
@@ -187,15 +228,15 @@ def test_imp_stops_when_validation_falls_below_the_floor(mnist):
         return train(m, small, epochs=2, batch_size=50, progress=False, after_step=after_step,
                      optimizer=make_optimizer("adam", m.parameters(), 1e-3))
 
-    evaluate = lambda m: accuracy(m, mnist.val.subset(500))  # noqa: E731
+    evaluate = lambda m: {"val_accuracy": accuracy(m, mnist.val.subset(500))}  # noqa: E731
     floor = 0.8
-    rounds = imp(model, train_fn, val=evaluate, test=evaluate, min_accuracy=floor, rate=0.5,
+    rounds = imp(model, train_fn, figures=evaluate, min_accuracy=floor, rate=0.5,
                  scope="global")
     assert len(rounds) >= 3
     assert rounds[-1].val_accuracy < floor
     assert all(r.val_accuracy >= floor for r in rounds[:-1])
     with pytest.raises(ValueError, match="unreachable accuracy threshold"):
-        imp(paper_mlp(), train_fn, val=evaluate, test=evaluate, min_accuracy=0.999)
+        imp(paper_mlp(), train_fn, figures=evaluate, min_accuracy=0.999)
 
 
 def test_compare_runs_every_method_and_writes_table_plot_json(data_dir, tmp_path, capsys):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from bingo.engine.losses import cross_entropy
 from bingo.engine.reference import SearchBatch
 from bingo.harness.cli import main
-from bingo.harness.compare_job import CompareJob
+from bingo.harness.compare_job import METHODS, CompareJob
 from bingo.harness.data import TextSplit, load_dataset, load_text
 from bingo.harness.gpt import CharGPT
 from bingo.harness.prune_job import PruneJob
@@ -112,7 +112,6 @@ def test_compare_runs_char_gpt_and_tables_the_validation_loss(data_dir, tmp_path
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--methods", "imp", "--sparsities", "0.5"], "imp does not run on tinyshakespeare"),
     (["--methods", "gmp", "--sparsities", "0.5", "--min-accuracy", "0.5"],
      "reports validation loss, not accuracy"),
     (["--methods", "gmp", "--sparsities", "0.5", "--sanity"], "--sanity does not run"),
@@ -124,12 +123,31 @@ def test_what_text_runs_do_not_take_is_refused_by_name(data_dir, tmp_path, capsy
     assert message in capsys.readouterr().err
 
 
-def test_text_one_shot_needs_a_sparsity_and_compare_defaults_skip_what_cannot_run():
+def test_text_one_shot_needs_a_sparsity_and_compare_defaults_run_every_method():
     with pytest.raises(ValueError, match="give --sparsity"):
         PruneJob(model="char-gpt", dataset="tinyshakespeare").target()
-    methods = CompareJob(model="char-gpt", dataset="tinyshakespeare").methods
-    assert "imp" not in methods and "synflow" not in methods and "bingo-gradual" in methods
-    assert "imp" in CompareJob().methods
+    assert CompareJob(model="char-gpt", dataset="tinyshakespeare").methods == METHODS
+
+
+def test_imp_and_synflow_run_on_text_and_record_the_validation_loss(data_dir, tmp_path):
+    out = tmp_path / "c"
+    assert main(["compare", "--data-dir", str(data_dir), *GPT, "--methods", "imp,synflow",
+                 "--sparsities", "0.36,0.5", "--imp-rate", "0.2", "--imp-scope", "global",
+                 "--synflow-iterations", "4",
+                 "--out", str(out)]) == 0
+    rows = {m["method"]: m for m in json.loads((out / "results.json").read_text())["methods"]}
+    imp_row = rows["imp"]
+    assert [r["round"] for r in imp_row["history"]] == [0, 1, 2, 3]
+    assert [round(r["sparsity"], 3) for r in imp_row["history"]] == [0.0, 0.2, 0.36, 0.5]
+    assert all(r["val_loss"] > 0 and "val_accuracy" not in r for r in imp_row["history"])
+    assert imp_row["dense_val_loss"] == imp_row["history"][0]["val_loss"]
+    for row in rows.values():
+        assert [p["sparsity"] for p in row["points"]] == [0.36, 0.5]
+        for p in row["points"]:
+            assert p["val_loss"] > 0 and abs(p["zeros"] - p["sparsity"]) < 2e-3
+    assert [p["val_loss"] for p in imp_row["points"]] == [r["val_loss"] for r in
+                                                          imp_row["history"][2:]]
+    assert "| imp |" in (out / "results.md").read_text()
 
 
 def test_recipes_fill_what_is_not_given():

@@ -201,6 +201,8 @@ def _compare_parser(sub) -> None:
     c.add_argument("--imp-scope", choices=("layer", "global"), default=d.imp_scope)
     c.add_argument("--rewind-step", type=int, default=d.rewind_step,
                    help="IMP rewinds to the weights after this step (0: initialization)")
+    c.add_argument("--synflow-iterations", type=int, default=d.synflow_iterations,
+                   help="SynFlow's rounds of pruning and rescoring (100 in Tanaka et al.)")
     c.add_argument("--sanity", action="store_true",
                    help="also run the sanity checks of Su et al. for every method")
     c.add_argument("--sanity-sparsity", type=_fraction, default=d.sanity_sparsity)

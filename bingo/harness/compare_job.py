@@ -13,9 +13,6 @@ METHODS = ("bingo", "bingo-gradual", "gmp", "gmp-layer", "imp", "magnitude", "wa
            "sparsegpt", "random", "smart-ratio", "hybrid", "snip", "grasp", "synflow")
 GRADUAL = ("bingo-gradual", "gmp", "gmp-layer")  # prune during the one training run
 ESTIMATOR_ROWS = tuple(f"bingo:{e}" for e in ESTIMATORS)
-NOT_ON_TEXT = {  # methods a loss-metric (text) comparison does not run yet, and why
-    "imp": "its rounds are wired for accuracy floors only",
-    "synflow": "it scores with an all-ones input, which character ids have no analogue of"}
 
 
 def is_method(name: str) -> bool:
@@ -35,7 +32,7 @@ class CompareJob(RunSetup):
     """One comparison: the shared setup (data, model, training, BINGO's search) and each
     method's own knobs."""
 
-    methods: Optional[Sequence[str]] = None  # None: every method that runs on the dataset
+    methods: Optional[Sequence[str]] = None  # None: every method
     sparsities: Sequence[float] = (0.5, 0.74, 0.88, 0.95)
     min_accuracy: Optional[float] = None
     finetune_epochs: int = 0           # after one-shot pruning (bingo, magnitude)
@@ -45,6 +42,7 @@ class CompareJob(RunSetup):
     imp_scope: str = "layer"           # output layer at half the rate
     rewind_step: int = 0
     score_batch: int = 256             # SNIP / GraSP: images in their scoring batch
+    synflow_iterations: int = 100      # SynFlow's prune-and-rescore rounds (the paper's 100)
     sanity: bool = False               # also run the sanity checks (bingo.harness.sanity)
     sanity_sparsity: float = 0.88
 
@@ -54,8 +52,7 @@ class CompareJob(RunSetup):
         epochs are asked for without --refit, else 0 (one shot before any fine-tune)."""
         super().__post_init__()
         if self.methods is None:
-            self.methods = tuple(m for m in METHODS
-                                 if self.metric_name == "accuracy" or m not in NOT_ON_TEXT)
+            self.methods = METHODS
         if self.finetune_ramp is None:
             self.finetune_ramp = (DEFAULT_RAMP if self.finetune_epochs >= 1 and not self.refit
                                   else 0.0)
@@ -70,13 +67,12 @@ class CompareJob(RunSetup):
             raise ValueError("no methods given; choose from " + ", ".join(METHODS))
         self.check_estimators(self.row_estimators())
         if self.metric_name == "loss":
-            off = [m for m in self.methods if m in NOT_ON_TEXT]
-            if off:
-                raise ValueError(f"{off[0]} does not run on {self.dataset} yet "
-                                 f"({NOT_ON_TEXT[off[0]]}): drop it from --methods")
             if self.sanity:
                 raise ValueError(f"the sanity checks corrupt images and labels: --sanity "
                                  f"does not run on {self.dataset}")
+        if self.synflow_iterations < 1:
+            raise ValueError(f"synflow_iterations {self.synflow_iterations} must be >= 1 "
+                             f"(100 in Tanaka et al.)")
         for s in self.sparsities:
             if not 0.0 < s < 1.0:
                 raise ValueError(f"sparsity {s} is not a fraction in (0, 1)")

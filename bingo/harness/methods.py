@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
@@ -205,7 +204,9 @@ def _grasp(h, model, s):
 
 
 def _synflow(h, model, s):
-    return synflow_scores(model, h.train_split.images.shape[1:], s), s
+    x, _ = h.scoring_batch()  # one example's shape, or a text example's ids
+    example = x.shape[1:] if x.is_floating_point() else x[:1]
+    return synflow_scores(model, example, s, iterations=h.job.synflow_iterations), s
 
 
 def _hybrid(h: Harness, result: MethodResult) -> None:
@@ -228,24 +229,25 @@ def _imp(h: Harness, result: MethodResult) -> None:
         return h.train(m, after_step=after_step, description="train imp round")
 
     def on_round(r):
-        h.log(f"  imp          round {r.round}: sparsity {r.sparsity:.3f}, "
-              f"val {r.val_accuracy:.4f}, test {r.test_accuracy:.4f}, {r.seconds:.1f}s")
-    rounds = run_imp(model, train_fn, val=h.val, test=h.test, sparsities=job.sparsities,
-                         min_accuracy=job.min_accuracy, rate=job.imp_rate, scope=job.imp_scope,
-                         rewind_step=job.rewind_step, on_round=on_round)
-    result.history = [asdict(r) for r in rounds]
-    result.dense_test_accuracy = rounds[0].test_accuracy
-    result.dense_val_accuracy = rounds[0].val_accuracy
+        shown = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in r.figures.items())
+        h.log(f"  imp          round {r.round}: sparsity {r.sparsity:.3f}, {shown}, "
+              f"{r.seconds:.1f}s")
+    rounds = run_imp(model, train_fn, figures=h.figures, sparsities=job.sparsities,
+                     min_accuracy=job.min_accuracy, rate=job.imp_rate, scope=job.imp_scope,
+                     rewind_step=job.rewind_step, on_round=on_round)
+    result.history = [r.record() for r in rounds]
+    dense = rounds[0].figures
+    result.dense_test_accuracy = dense.get("test_accuracy")
+    result.dense_val_accuracy = dense.get("val_accuracy")
+    result.dense_val_loss = dense.get("val_loss")
     for s in job.sparsities:  # the round that pruned to s (targets are hit to rounding)
         r = min(rounds[1:], key=lambda r: abs(r.sparsity - s))
-        result.points.append({"sparsity": s, "val_accuracy": r.val_accuracy,
-                              "test_accuracy": r.test_accuracy})
+        result.points.append({"sparsity": s, "zeros": r.sparsity, **r.figures})
     if job.min_accuracy is not None:
         ok = [r for r in rounds[1:] if r.val_accuracy >= job.min_accuracy]
         best = max(ok, key=lambda r: r.sparsity) if ok else None
         result.threshold = None if best is None else {
-            "sparsity": best.sparsity, "val_accuracy": best.val_accuracy,
-            "test_accuracy": best.test_accuracy, "how": "rounds until validation falls below"}
+            "sparsity": best.sparsity, **best.figures, "how": "rounds until validation falls below"}
 
 
 def _gradual(h: Harness, result: MethodResult) -> None:
@@ -318,7 +320,7 @@ def find_masks(h: "Harness", method: str, sparsity: float,
         model = h.fresh()
         run_imp(model, lambda m, after_step=None: h.train(m, after_step=after_step,
                                                           description="train imp round"),
-                val=h.val, test=h.test, sparsities=[sparsity], rate=h.job.imp_rate,
+                figures=h.figures, sparsities=[sparsity], rate=h.job.imp_rate,
                 scope=h.job.imp_scope, rewind_step=h.job.rewind_step)
     else:
         model = h.fresh()

@@ -5,7 +5,8 @@ to their values at initialization (or at step k of the first run); retrain with 
 mask enforced; repeat. Per layer (the output layer at half the rate, as in the paper)
 or globally. Rounds follow the geometric schedule of the rate, with the caller's
 target sparsities inserted exactly; after the last target, given a floor, they go on
-until the first round whose validation accuracy falls below it.
+until the first round whose validation accuracy falls below it. Each round records the
+caller's figures (validation and test accuracy, or a text run's validation loss).
 """
 from __future__ import annotations
 
@@ -21,16 +22,26 @@ from ...pruning.masks import prune
 from .scores import magnitude_scores
 
 TrainFn = Callable[..., object]        # train_fn(model, after_step=None) trains in place
-EvaluateFn = Callable[[nn.Module], float]
+FiguresFn = Callable[[nn.Module], Dict[str, float]]  # e.g. {"val_accuracy": ..., ...}
 
 
 @dataclass
 class IMPRound:
     round: int
     sparsity: float          # of the prunable weights, after this round's pruning
-    val_accuracy: float
-    test_accuracy: float
+    figures: Dict[str, float]  # what the caller's ``figures`` measured after the round
     seconds: float           # this round's wall time (prune, rewind, retrain, evaluate)
+
+    @property
+    def val_accuracy(self) -> float:
+        if "val_accuracy" not in self.figures:
+            raise ValueError(f"this IMP run measured {sorted(self.figures)}, not val_accuracy")
+        return self.figures["val_accuracy"]
+
+    def record(self) -> Dict[str, float]:
+        """The round as one flat JSON row."""
+        return {"round": self.round, "sparsity": self.sparsity, **self.figures,
+                "seconds": self.seconds}
 
 
 def layer_sparsities(targets: Sequence[Target], overall: float, rate: float,
@@ -86,7 +97,7 @@ def _rewind(model: nn.Module, saved: Mapping[str, torch.Tensor]) -> None:
                 state[target].copy_(value)
 
 
-def imp(model: nn.Module, train_fn: TrainFn, *, val: EvaluateFn, test: EvaluateFn,
+def imp(model: nn.Module, train_fn: TrainFn, *, figures: FiguresFn,
         sparsities: Sequence[float] = (), min_accuracy: Optional[float] = None,
         rate: float = 0.2, output_rate: Optional[float] = None, scope: str = "layer",
         rewind_step: int = 0,
@@ -96,7 +107,9 @@ def imp(model: nn.Module, train_fn: TrainFn, *, val: EvaluateFn, test: EvaluateF
     ``scope="layer"`` prunes each layer by ``rate`` per round and the output layer by
     ``output_rate`` (default rate / 2); ``scope="global"`` ranks all weights together.
     ``rewind_step`` = 0 rewinds to initialization, k > 0 to the weights after step k of
-    the first (dense) training run. The model ends at the last round's mask and weights.
+    the first (dense) training run. ``figures(model)`` is measured after every round;
+    ``min_accuracy`` reads its ``val_accuracy``. The model ends at the last round's mask
+    and weights.
     """
     if not sparsities and min_accuracy is None:
         raise ValueError("give target sparsities, or min_accuracy to prune until it would "
@@ -120,7 +133,7 @@ def imp(model: nn.Module, train_fn: TrainFn, *, val: EvaluateFn, test: EvaluateF
     train_fn(model, after_step=capture if rewind_step > 0 else None)
     if 0 < rewind_step and step[0] < rewind_step:
         raise ValueError(f"rewind_step {rewind_step} is beyond the {step[0]} steps of training")
-    rounds.append(IMPRound(0, 0.0, val(model), test(model), time.perf_counter() - start))
+    rounds.append(IMPRound(0, 0.0, figures(model), time.perf_counter() - start))
     if on_round:
         on_round(rounds[-1])
     if min_accuracy is not None and rounds[0].val_accuracy < min_accuracy:
@@ -148,8 +161,7 @@ def imp(model: nn.Module, train_fn: TrainFn, *, val: EvaluateFn, test: EvaluateF
         _rewind(model, rewind_to)
         train_fn(model)
         last = _sparsity(model, targets)
-        rounds.append(IMPRound(len(rounds), last, val(model), test(model),
-                               time.perf_counter() - start))
+        rounds.append(IMPRound(len(rounds), last, figures(model), time.perf_counter() - start))
         if on_round:
             on_round(rounds[-1])
     return rounds

@@ -96,26 +96,41 @@ def grasp_scores(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     return {t.name: (p * h).detach() for t, p, h in zip(targets, params, hg)}
 
 
-def synflow_scores(model: nn.Module, input_shape: Sequence[int], sparsity: float,
-                   iterations: int = 100, targets: Optional[Sequence[Target]] = None) -> Scores:
+def synflow_scores(model: nn.Module, input_shape: Sequence[int] | torch.Tensor,
+                   sparsity: float, iterations: int = 100,
+                   targets: Optional[Sequence[Target]] = None) -> Scores:
     """SynFlow (Tanaka et al. 2020), data-free: on |w| (a copy of the model, in double
     precision, eval mode), R = sum of the output for an all-ones input; score |w ⊙ dR/dw|;
     prune to 1 - (1 - sparsity)^(k / iterations) at iteration k, rescoring each time.
     Returns the last scores, with the weights pruned along the way at -inf, so that
-    ``prune(sparsity=...)`` reproduces the iterative mask."""
+    ``prune(sparsity=...)`` reproduces the iterative mask.
+
+    ``input_shape`` is one example's shape, or for a model of token ids an integer tensor
+    of one example's ids (e.g. ``[1, context]``): its all-ones input is the all-ones
+    one-hot, so every ``nn.Embedding`` that reads those ids returns the sum of its rows
+    at each position (embeddings read by another index, as positions are, stay lookups)."""
     targets = _targets(model, targets)
     work = copy.deepcopy(model).double().eval()
     with torch.no_grad():
         for p in work.parameters():
             p.abs_()
-    ones = torch.ones((1,) + tuple(input_shape), dtype=torch.float64,
-                      device=next(work.parameters()).device)
+    device = next(work.parameters()).device
+    if isinstance(input_shape, torch.Tensor) and not input_shape.is_floating_point():
+        ones = input_shape[:1].to(device)
+        read = _all_ones_one_hot(work, ones)
+    else:
+        ones = torch.ones((1,) + tuple(input_shape), dtype=torch.float64, device=device)
+        read = None
     scores: Scores = {}
     for k in range(1, iterations + 1):
         params = [_effective(work, t) for t in targets]
         leaves = _params(work, targets) if k == 1 else [
             getattr(work.get_submodule(t.module_name), t.attr + "_orig") for t in targets]
         out = work(ones).sum()
+        if read is not None and not read:
+            raise ValueError("synflow was given token ids, but no nn.Embedding of the model "
+                             "reads them: give the input's shape instead for a model of "
+                             "real-valued inputs")
         grads = torch.autograd.grad(out, leaves)
         scores = {t.name: (g * p).detach().abs() for t, g, p in zip(targets, grads, params)}
         if k < iterations:  # prune() ranks what is masked already first
@@ -125,3 +140,21 @@ def synflow_scores(model: nn.Module, input_shape: Sequence[int], sparsity: float
         s = scores[t.name].float()
         scores[t.name] = s if mask is None else torch.where(mask == 0, -torch.inf, s)
     return scores
+
+
+def _all_ones_one_hot(model: nn.Module, ids: torch.Tensor) -> List[nn.Module]:
+    """Hooks on ``model``'s embeddings: one that reads ``ids`` (the very tensor) returns the
+    sum of its rows instead, as a one-hot input of all ones would. Returns the list of the
+    embeddings that did so, filled during each forward."""
+    read: List[nn.Module] = []
+
+    def hook(module, args, out):
+        if args and args[0] is ids:
+            if module not in read:
+                read.append(module)
+            return module.weight.sum(0).expand_as(out)
+        return None
+    for m in model.modules():
+        if isinstance(m, nn.Embedding):
+            m.register_forward_hook(hook)
+    return read
