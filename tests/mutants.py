@@ -275,6 +275,12 @@ MUTANTS: List[Mutant] = [
            "        r = rounds[-1]\n",
            ("tests/test_text_runs.py::test_imp_and_synflow_run_on_text_and_record_the_validation_loss",),
            "every IMP point reports the last round's figures"),
+    Mutant("imp-round-budget-off-by-one", "bingo/harness/baselines/imp.py",
+           "    while max_rounds is None or len(rounds) <= max_rounds:\n",
+           "    while max_rounds is None or len(rounds) <= max_rounds + 1:\n",
+           ("tests/test_baselines.py::test_imp_stops_at_its_round_budget_and_reports_only_the"
+            "_sparsities_reached",),
+           "IMP prunes one round more than --imp-rounds allows"),
 ]
 
 

@@ -207,6 +207,23 @@ def test_imp_schedule_hits_the_targets_and_rewinds(mnist):
     assert _sparsity(model) == round(0.74 * 109_184) / 109_184  # paper-mlp's weights
 
 
+def test_imp_stops_at_its_round_budget_and_reports_only_the_sparsities_reached(data_dir,
+                                                                               tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--data-dir", str(data_dir), "--model", "paper-mlp", "--epochs",
+                 "1", "--train-limit", "300", "--methods", "imp", "--sparsities", "0.2,0.5",
+                 "--imp-scope", "global", "--imp-rounds", "2", "--out", str(out),
+                 "--quiet"]) == 0
+    (row,) = json.loads((out / "results.json").read_text())["methods"]
+    assert [round(r["sparsity"], 3) for r in row["history"]] == [0.0, 0.2, 0.36]
+    assert [p["sparsity"] for p in row["points"]] == [0.2]
+    assert row["points"][0]["test_accuracy"] == row["history"][1]["test_accuracy"]
+    assert "| imp |" in (out / "results.md").read_text()
+    with pytest.raises(ValueError, match="max_rounds must be at least 1"):
+        imp(paper_mlp(), lambda m, after_step=None: None, figures=lambda m: {},
+            sparsities=[0.5], max_rounds=0)
+
+
 def test_imp_per_layer_prunes_the_output_layer_at_half_rate():
     model = lenet300()
     targets = select_targets(model)

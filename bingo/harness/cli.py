@@ -199,6 +199,10 @@ def _compare_parser(sub) -> None:
                         "before the fine-tune)")
     c.add_argument("--imp-rate", type=_fraction, default=d.imp_rate)
     c.add_argument("--imp-scope", choices=("layer", "global"), default=d.imp_scope)
+    c.add_argument("--imp-rounds", type=int, default=None, metavar="N",
+                   help="IMP prunes at most N rounds (each one a training run: the budget); "
+                        "sparsities beyond its last round get no IMP point (default: as "
+                        "many rounds as the last sparsity needs)")
     c.add_argument("--rewind-step", type=int, default=d.rewind_step,
                    help="IMP rewinds to the weights after this step (0: initialization)")
     c.add_argument("--synflow-iterations", type=int, default=d.synflow_iterations,

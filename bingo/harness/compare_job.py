@@ -40,6 +40,8 @@ class CompareJob(RunSetup):
                                        # goal's kept weights and prunes on (bingo.pruning.gradual)
     imp_rate: float = 0.2
     imp_scope: str = "layer"           # output layer at half the rate
+    imp_rounds: Optional[int] = None   # at most this many pruning rounds (None: to the last
+                                       # target); each is a training run, so the budget
     rewind_step: int = 0
     score_batch: int = 256             # SNIP / GraSP: images in their scoring batch
     synflow_iterations: int = 100      # SynFlow's prune-and-rescore rounds (the paper's 100)
@@ -70,6 +72,9 @@ class CompareJob(RunSetup):
             if self.sanity:
                 raise ValueError(f"the sanity checks corrupt images and labels: --sanity "
                                  f"does not run on {self.dataset}")
+        if self.imp_rounds is not None and self.imp_rounds < 1:
+            raise ValueError(f"imp_rounds {self.imp_rounds} must be >= 1 (pruning rounds, each "
+                             f"a training run); leave it out to reach the last sparsity")
         if self.synflow_iterations < 1:
             raise ValueError(f"synflow_iterations {self.synflow_iterations} must be >= 1 "
                              f"(100 in Tanaka et al.)")

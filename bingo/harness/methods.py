@@ -234,15 +234,22 @@ def _imp(h: Harness, result: MethodResult) -> None:
               f"{r.seconds:.1f}s")
     rounds = run_imp(model, train_fn, figures=h.figures, sparsities=job.sparsities,
                      min_accuracy=job.min_accuracy, rate=job.imp_rate, scope=job.imp_scope,
-                     rewind_step=job.rewind_step, on_round=on_round)
+                     rewind_step=job.rewind_step, max_rounds=job.imp_rounds,
+                     on_round=on_round)
     result.history = [r.record() for r in rounds]
     dense = rounds[0].figures
     result.dense_test_accuracy = dense.get("test_accuracy")
     result.dense_val_accuracy = dense.get("val_accuracy")
     result.dense_val_loss = dense.get("val_loss")
-    for s in job.sparsities:  # the round that pruned to s (targets are hit to rounding)
+    reached = [s for s in job.sparsities if s <= rounds[-1].sparsity + 1e-3]
+    for s in reached:  # the round that pruned to s (targets are hit to rounding)
         r = min(rounds[1:], key=lambda r: abs(r.sparsity - s))
         result.points.append({"sparsity": s, "zeros": r.sparsity, **r.figures})
+    if len(reached) < len(job.sparsities):
+        h.log(f"  imp          stopped after --imp-rounds {job.imp_rounds} at sparsity "
+              f"{rounds[-1].sparsity:.3f}: no point at "
+              f"{', '.join(f'{s:.3f}' for s in job.sparsities if s not in reached)} "
+              f"(raise --imp-rounds or --imp-rate)")
     if job.min_accuracy is not None:
         ok = [r for r in rounds[1:] if r.val_accuracy >= job.min_accuracy]
         best = max(ok, key=lambda r: r.sparsity) if ok else None

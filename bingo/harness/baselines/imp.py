@@ -100,14 +100,16 @@ def _rewind(model: nn.Module, saved: Mapping[str, torch.Tensor]) -> None:
 def imp(model: nn.Module, train_fn: TrainFn, *, figures: FiguresFn,
         sparsities: Sequence[float] = (), min_accuracy: Optional[float] = None,
         rate: float = 0.2, output_rate: Optional[float] = None, scope: str = "layer",
-        rewind_step: int = 0,
+        rewind_step: int = 0, max_rounds: Optional[int] = None,
         on_round: Optional[Callable[[IMPRound], None]] = None) -> List[IMPRound]:
     """Run IMP on ``model`` in place; returns the rounds, round 0 being the dense run.
 
     ``scope="layer"`` prunes each layer by ``rate`` per round and the output layer by
     ``output_rate`` (default rate / 2); ``scope="global"`` ranks all weights together.
     ``rewind_step`` = 0 rewinds to initialization, k > 0 to the weights after step k of
-    the first (dense) training run. ``figures(model)`` is measured after every round;
+    the first (dense) training run. ``max_rounds`` caps the pruning rounds (each one a
+    whole training run: the budget), whatever targets are left. ``figures(model)`` is
+    measured after every round;
     ``min_accuracy`` reads its ``val_accuracy``. The model ends at the last round's mask
     and weights.
     """
@@ -116,6 +118,9 @@ def imp(model: nn.Module, train_fn: TrainFn, *, figures: FiguresFn,
                          "be crossed")
     if not 0.0 < rate < 1.0:
         raise ValueError(f"rate must lie in (0, 1) (the share pruned per round), got {rate}")
+    if max_rounds is not None and max_rounds < 1:
+        raise ValueError(f"max_rounds must be at least 1 (pruning rounds after the dense "
+                         f"run), got {max_rounds}; None: as many as the targets need")
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
     output_rate = rate / 2 if output_rate is None else output_rate
@@ -144,7 +149,7 @@ def imp(model: nn.Module, train_fn: TrainFn, *, figures: FiguresFn,
     overall_rate = rate if scope == "global" else _overall_rate(targets, rate, output_rate)
     plan = schedule(overall_rate, sorted(sparsities)) if sparsities else []
     last = 0.0
-    while True:
+    while max_rounds is None or len(rounds) <= max_rounds:
         if plan:
             overall = plan.pop(0)
         elif min_accuracy is not None and rounds[-1].val_accuracy >= min_accuracy:
