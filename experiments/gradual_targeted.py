@@ -5,10 +5,10 @@ training batch, the loss of each candidate *next* cut (the next event's sparsity
 magnitude (the reference, gradual magnitude pruning's own choice), global mag+movement, and
 for each layer the magnitude cut with that layer giving ``shift`` of the event's new
 removals more (the others less, in proportion to their share). The paired per-example
-differences from magnitude's cut are summed over every probed batch since the last event
-(thousands of examples, not the 512 kept ones), and the event installs the rule whose
-mean is lower than magnitude's by ``margin`` standard errors (the lowest such), applied to
-the weights at the event. The proposals are recomputed every ``refresh`` probes.
+losses are kept for every probed batch since the last event (thousands of examples, not
+the 512 kept ones), and the event installs the rule whose per-example losses are lower
+than magnitude's by ``margin`` standard errors of the paired difference (the events' own
+test; the lowest mean such), applied to the weights at the event. The proposals are recomputed every ``refresh`` probes.
 
     python experiments/gradual_targeted.py --data-dir ../shared/data --optimizer adam \
         --sparsities 0.98,0.99 --seeds 0,1,2
@@ -21,10 +21,7 @@ import time
 from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call
 
-from bingo.engine.borrow import Borrowed
 from bingo.evidence.candidates import lowest
 from bingo.harness.models import build_model
 from bingo.harness.training import accuracy, make_optimizer, steps_per_epoch, train
@@ -47,14 +44,16 @@ class TargetedGradual(GradualTicketPruning):
         self._reset()
 
     def _reset(self):
-        self.sums = {r: torch.zeros(2, dtype=torch.float64) for r in self.rules}
-        self.count = 0
+        self.each = {r: [] for r in self.rules}  # per-example losses of every probed batch
         self.proposals: Optional[Dict[str, Masks]] = None
         self.since = 0
 
     def _next_event(self) -> Optional[float]:
         later = [t for t in self.events_at if t >= self.step_count]
         return self.schedule.at(later[0]) if later else None
+
+    def _probed(self, rule: str) -> torch.Tensor:
+        return torch.cat(self.each[rule])
 
     def step(self, inputs, targets):
         s = super().step(inputs, targets)
@@ -73,19 +72,8 @@ class TargetedGradual(GradualTicketPruning):
             self.proposals = {r: self._propose(r, goal) for r in self.rules}
             self.since = 0
         self.since += 1
-        each = {r: self._per_example(m, inputs, targets) for r, m in self.proposals.items()}
-        ref = each["magnitude"]
-        for r in self.rules:
-            d = (each[r] - ref).double()
-            self.sums[r] += torch.stack([d.sum(), (d * d).sum()])
-        self.count += len(ref)
-
-    def _per_example(self, keep: Masks, inputs, targets):
-        masks = {f"{name}_mask": k.to(getattr(m, a + "_mask").dtype)
-                 for name, k in keep.items() for m, a in [self._modules[name]]}
-        with Borrowed(self.model, [inputs.device]):
-            out = functional_call(self.model, masks, (inputs,))
-        return F.cross_entropy(out, targets, reduction="none")
+        for r, keep in self.proposals.items():
+            self.each[r].append(self._per_example(self.masked_forward(keep, inputs), targets))
 
     def _propose(self, rule: str, sparsity: float) -> Masks:
         keep = self.keep()
@@ -128,17 +116,13 @@ class TargetedGradual(GradualTicketPruning):
         return lowest_first(magnitude, keep, budgets)
 
     def choose(self, sparsity: float) -> Masks:
-        best, n = "magnitude", self.count
+        best, n = "magnitude", sum(len(e) for e in self.each["magnitude"])
         if n > 1:
-            scored = []
-            for r in self.rules[1:]:
-                s, q = (float(v) for v in self.sums[r])
-                mean = s / n
-                var = max(q / n - mean * mean, 0.0) * n / (n - 1)
-                if mean + self.margin * (var / n) ** 0.5 < 0:
-                    scored.append((mean, r))
-            if scored:
-                best = min(scored)[1]
+            reference = self._probed("magnitude")
+            passing = [(float((self._probed(r) - reference).mean()), r) for r in self.rules[1:]
+                       if self._clearly_lower(self._probed(r), reference)]
+            if passing:
+                best = min(passing)[1]
         self.won[best] += 1
         self._last = {"chosen": best, "probed": n}
         masks = self._propose(best, sparsity)

@@ -234,14 +234,21 @@ class GradualTicketPruning(ScheduledPruning):
               paired: bool = False) -> Tuple[float, Optional[torch.Tensor]]:
         """The loss on the kept examples with ``keep`` as the masks (and with ``paired``
         this rank's per-example losses); nothing written."""
-        masks = {f"{name}_mask": k.to(getattr(m, a + "_mask").dtype)
-                 for name, k in keep.items() for m, a in [self._modules[name]]}
-        with Borrowed(self.model, [inputs.device]), torch.no_grad():
-            out = functional_call(self.model, masks, (inputs,))
+        out = self.masked_forward(keep, inputs)
+        with torch.no_grad():
             value = float(self.search.loss_fn(out, labels))
             each = self._per_example(out, labels) if paired else None
         value = self.search.ranks.mean(value, len(labels))  # every rank's kept examples
         return (value if value == value else float("inf")), each
+
+    def masked_forward(self, keep: Masks, inputs: torch.Tensor) -> Any:
+        """The model's output on ``inputs`` with ``keep`` substituted for the
+        ``weight_mask`` buffers (a functional call on the borrowed model: eval mode, RNG
+        saved, nothing written, no gradient)."""
+        masks = {f"{name}_mask": k.to(getattr(m, a + "_mask").dtype)
+                 for name, k in keep.items() for m, a in [self._modules[name]]}
+        with Borrowed(self.model, [inputs.device]), torch.no_grad():
+            return functional_call(self.model, masks, (inputs,))
 
     def _per_example(self, out: Any, labels: torch.Tensor) -> torch.Tensor:
         """Each kept example's loss (``engine.losses.per_example``), float64."""
