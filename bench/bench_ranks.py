@@ -2,9 +2,12 @@
 against the same step in one process with one thread, on the same global batches of real
 MNIST (K = 8 by default): with ``--split examples`` (the default) each rank evaluates all
 K variants on its half of the batch, with ``--split variants`` K / 2 of them on the
-gathered batch; either way the ranks exchange K + 1 numbers, then fold in all K.
-Prints the median step (search.step alone,
-communication included; training not timed) and each rank's kept-example memory.
+gathered batch; either way the ranks exchange K + 1 numbers, then each folds all K into
+its half of the rule state.
+Prints the median step (search.step alone, communication included), the median of a
+whole loop iteration (training step, DDP's all-reduce and search step) and each rank's
+kept-example memory. ``--global-batch``: every rank passes the whole global batch
+(``step(..., global_batch=True)``), so "variants" gathers nothing.
 
     python bench/bench_ranks.py --data-dir ../shared/data [--split variants] [--batch 128]
 
@@ -43,22 +46,27 @@ def _run(rank: int, world: int, args) -> dict:
     search = bingo.TicketSearch(net, variants=args.variants, calibration=2048,
                                 rank_split=args.split)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    times = []
+    times, loop = [], []
     for i in range(STEPS):
+        start = time.perf_counter()
         x = train.images[i * args.batch:(i + 1) * args.batch]
         y = train.labels[i * args.batch:(i + 1) * args.batch]
-        x, y = x.tensor_split(world)[rank], y.tensor_split(world)[rank]
+        xl, yl = x.tensor_split(world)[rank], y.tensor_split(world)[rank]
         opt.zero_grad()
-        F.cross_entropy(net(x), y).backward()
+        F.cross_entropy(net(xl), yl).backward()
         opt.step()
         if world > 1 and args.barrier:  # the ranks enter the step together: no skew
             dist.barrier()
         t = time.perf_counter()
-        search.step(x, y)
+        if args.global_batch:
+            search.step(x, y, global_batch=True)
+        else:
+            search.step(xl, yl)
         times.append(time.perf_counter() - t)
+        loop.append(time.perf_counter() - start)
     kept = sum(t.numel() * t.element_size() for t in search.calibration_batch())
     return {"median_ms": 1e3 * statistics.median(times[WARMUP:]), "kept_mb": kept / 2**20,
-            "backend": search.backend}
+            "loop_ms": 1e3 * statistics.median(loop[WARMUP:]), "backend": search.backend}
 
 
 def measure(args, world: int) -> list:
@@ -84,6 +92,9 @@ def main() -> None:
                              "waits for a slower one's training step is not counted")
     parser.add_argument("--split", choices=("examples", "variants"), default="examples",
                         help="how the ranks divide a step (TicketSearch's rank_split)")
+    parser.add_argument("--global-batch", action="store_true",
+                        help="every rank passes the whole global batch (step(..., "
+                             "global_batch=True)): nothing gathered")
     args = parser.parse_args()
     for r in range(args.repeats):
         one = measure(args, 1)[0]
@@ -91,11 +102,13 @@ def main() -> None:
         slowest = max(t["median_ms"] for t in two)
         each = " / ".join(f"{t['median_ms']:.2f}" for t in two)
         print(f"repeat {r}: {args.model} global batch {args.batch} K={args.variants} "
-              f"split={args.split} "
+              f"split={args.split}{' global' if args.global_batch else ''} "
               f"({one['backend']}): one process {one['median_ms']:.2f} ms, 2 ranks "
               f"{each} ms "
-              f"({slowest / one['median_ms']:.2f}x); kept examples {one['kept_mb']:.2f} MiB "
-              f"vs {two[0]['kept_mb']:.2f} MiB a rank", flush=True)
+              f"({slowest / one['median_ms']:.2f}x); training step + search step "
+              f"{one['loop_ms']:.2f} ms vs {max(t['loop_ms'] for t in two):.2f} ms; kept "
+              f"examples {one['kept_mb']:.2f} MiB vs {two[0]['kept_mb']:.2f} MiB a rank",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -33,19 +33,19 @@ def _local(x, y, rank, world):
     return x[rank * n:(rank + 1) * n], y[rank * n:(rank + 1) * n]
 
 
-def _train(model, net, hook, batches, rank=0, world=1):
+def _train(model, net, hook, batches, rank=0, world=1, whole=False):
     """SGD on ``net`` (the model or its DDP wrapper), ``hook(x, y)`` after each step on
-    this rank's share of each global batch."""
+    this rank's share of each global batch (``whole``: on the global batch)."""
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    for x, y in batches:
-        x, y = _local(x, y, rank, world)
+    for xg, yg in batches:
+        x, y = _local(xg, yg, rank, world)
         opt.zero_grad()
         F.cross_entropy(net(x), y).backward()
         opt.step()
-        hook(x, y)
+        hook(*((xg, yg) if whole else (x, y)))
 
 
-def _search_run(batches, rank=0, world=1, fail_at=None, split="examples"):
+def _search_run(batches, rank=0, world=1, fail_at=None, split="examples", whole=False):
     torch.manual_seed(SEED)
     model = lenet300()
     net = DistributedDataParallel(model) if world > 1 else model
@@ -63,8 +63,8 @@ def _search_run(batches, rank=0, world=1, fail_at=None, split="examples"):
         def hook(x, y):
             if fail_at is not None and search.step_count == fail_at and rank == 1:
                 raise ValueError("rank 1 fails on purpose")
-            search.step(x, y)
-        _train(model, net, hook, batches, rank, world)
+            search.step(x, y, global_batch=whole)
+        _train(model, net, hook, batches, rank, world, whole)
     finally:
         SearchBatch.chunks = chunks
     scores = search.significance(sparsity=0.9)
@@ -76,8 +76,29 @@ def _search_run(batches, rank=0, world=1, fail_at=None, split="examples"):
             "seen": seen, "weights": {k: v.clone() for k, v in model.state_dict().items()}}
 
 
-def search_worker(rank, world, batches, split):
-    return _search_run(batches, rank, world, split=split)
+def search_worker(rank, world, batches, split, whole=False):
+    return _search_run(batches, rank, world, split=split, whole=whole)
+
+
+def mismatch_worker(rank, world, batches):
+    if rank == 1:  # rank 1 passes its own slice while claiming the global batch
+        batches = [_local(x, y, rank, world) for x, y in batches]
+    return _search_run(batches, rank, world, split="variants", whole=True)
+
+
+def gather_worker(rank, world, seed):
+    """Each rank writes its own range of tensors of awkward sizes and two dtypes (NaN
+    elsewhere), then gathers: every rank must end with the whole of every tensor."""
+    ranks = Ranks()
+    gen = torch.Generator().manual_seed(seed)
+    whole = [torch.randn(n, generator=gen, dtype=d) for n, d in
+             ((1, torch.float32), (7, torch.float64), (1001, torch.float32), (0, torch.float32))]
+    mine = [torch.full_like(t, float("nan")) for t in whole]
+    for t, m in zip(whole, mine):
+        lo, hi = ranks.element_range(t.numel())
+        m[lo:hi] = t[lo:hi]
+    ranks.gather_elements(mine)
+    return {"gathered": mine, "whole": whole}
 
 
 def failing_worker(rank, world, batches):
@@ -144,10 +165,12 @@ def test_variant_share_covers_every_variant_once():
             assert max(map(len, shares)) - min(map(len, shares)) <= 1
 
 
-@pytest.mark.parametrize("split", ["examples", "variants"])
-def test_search_on_two_ranks_matches_one_process(mnist, split):
+@pytest.mark.parametrize("split,whole", [("examples", False), ("variants", False),
+                                         ("variants", True), ("examples", True)])
+def test_search_on_two_ranks_matches_one_process(mnist, split, whole):
+    """``whole``: every rank passes the global batch (step(..., global_batch=True))."""
     batches = global_batches(mnist)
-    ranks = _ok(launch(search_worker, 2, batches, split))
+    ranks = _ok(launch(search_worker, 2, batches, split, whole))
     _assert_same({k: v for k, v in ranks[0].items() if k != "seen"},  # masks, scores,
                  {k: v for k, v in ranks[1].items() if k != "seen"},  # losses, proxies
                  "rank 0 vs rank 1")
@@ -174,6 +197,20 @@ def test_search_on_two_ranks_matches_one_process(mnist, split):
         assert ranks[0]["losses"][k] == pytest.approx(v, rel=1e-5), k
     for name, keep in one["keep"].items():  # a near-tie may go the other way: within 1e-4
         assert (ranks[0]["keep"][name] != keep).double().mean() <= 1e-4, name
+
+
+def test_rule_state_shares_gathered_whole_on_every_rank(fresh_seed):
+    for out in _ok(launch(gather_worker, 2, fresh_seed)):
+        for got, want in zip(out["gathered"], out["whole"]):
+            assert torch.equal(got, want)
+
+
+def test_a_global_batch_that_differs_between_ranks_is_refused(mnist):
+    results = launch(mismatch_worker, 2, global_batches(mnist))
+    for out in results:  # both ranks see the fingerprints in the same exchange
+        assert out.get("error", "").startswith("ValueError"), out
+        assert "global_batch=True" in out["error"] and "ranks [1]" in out["error"]
+        assert "sizes [64, 32]" in out["error"]
 
 
 def test_gradual_on_two_ranks_matches_one_process(mnist):

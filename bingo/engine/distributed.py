@@ -17,6 +17,10 @@ Measured on the 2-core CPU (bench/README.md): "examples" is the faster, since a 
 half the batch halves the unchanged model's pass too and nothing of the batch travels.
 A measured loss of a candidate mask is the mean over every rank's kept examples (one
 all-reduce of a sum and a count).
+The rule state is split by elements (``element_range``): a step's K changes update, on
+rank r, only the r-th contiguous share of each target's elements (the same updates in the
+same order as one process, so the same bits), and ``gather_elements`` copies the shares
+to every rank when the state is read.
 Every decision is then taken on identical numbers, in the same order, on every rank:
 masks and scores are identical by construction, and ``agree`` checks it where it is cheap.
 
@@ -97,25 +101,78 @@ class Ranks:
         return total // self.world + (self.rank < total % self.world)
 
     # ------------------------------------------------------------------ the search step
-    def search_batch(self, inputs: torch.Tensor, labels: torch.Tensor,
-                     variants: int) -> Tuple[torch.Tensor, torch.Tensor, Optional[range]]:
-        """What this rank measures a step on: (inputs, labels, its variants or None: all)."""
-        if not self.active or self.split == "examples":
+    def search_batch(self, inputs: torch.Tensor, labels: torch.Tensor, variants: int,
+                     whole: bool = False) -> Tuple[torch.Tensor, torch.Tensor, Optional[range]]:
+        """What this rank measures a step on: (inputs, labels, its variants or None: all).
+        ``whole``: the arguments are the global batch, the same on every rank (nothing is
+        gathered; "examples" measures this rank's slice of it)."""
+        if not self.active:
             return inputs, labels, None
+        if self.split == "examples":
+            return (*(self.slice(inputs, labels) if whole else (inputs, labels)), None)
+        if whole:
+            return inputs, labels, self.share(variants)
         return (*self.gather_batch(inputs, labels), self.share(variants))
 
+    def slice(self, inputs: torch.Tensor,
+              labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """This rank's slice of a global batch: the r-th of W near-equal parts (the split
+        of ``tensor_split``, the harness's training loop's)."""
+        if not self.active:
+            return inputs, labels
+        return inputs.tensor_split(self.world)[self.rank], \
+            labels.tensor_split(self.world)[self.rank]
+
+    @staticmethod
+    def fingerprint(inputs: torch.Tensor, labels: torch.Tensor) -> List[float]:
+        """Three numbers that differ between two batches of different sizes, inputs or
+        labels (or labels in another order) almost surely: what ranks passed the global
+        batch compare."""
+        x = inputs.detach()
+        y = labels.detach().reshape(len(labels), -1).double()
+        order = torch.arange(1, len(x) + 1, dtype=torch.float64, device=x.device)
+        return [float(len(x)), float(x.double().sum()), float((y.sum(1) * order).sum())]
+
     def search_metrics(self, before: float, after: Sequence[float], variants: int,
-                       count: int) -> Tuple[float, List[float]]:
+                       count: int, batch: Optional[Sequence[float]] = None
+                       ) -> Tuple[float, List[float]]:
         """Every rank's metrics of a step made one: averaged over the ranks' examples
-        (``count`` here), or each variant's from the rank that evaluated it."""
+        (``count`` here), or each variant's from the rank that evaluated it. ``batch``: this
+        rank's ``fingerprint`` of a global batch, compared across the ranks in the same
+        exchange (a ValueError on every rank where they differ)."""
         if not self.active:
             return before, list(after)
+        marks = self._marks(batch)
         if self.split == "variants":
-            return self.combine(before, after, variants)
-        values = self._reduced("variant metrics all-reduce", torch.tensor(
-            [before, *after, 1.0], dtype=torch.float64) * count)
+            return self.combine(before, after, variants, marks)
+        values = self._reduced("variant metrics all-reduce", torch.cat([torch.tensor(
+            [before, *after, 1.0], dtype=torch.float64) * count, marks]))
+        self._check_marks(values[len(values) - len(marks):])
+        values = values[:len(values) - len(marks)]
         values = values[:-1] / values[-1]
         return float(values[0]), values[1:].tolist()
+
+    def _marks(self, batch: Optional[Sequence[float]]) -> torch.Tensor:
+        """W slots of ``batch`` (this rank's in its own, zeros elsewhere): summed over the
+        ranks, every rank holds every rank's fingerprint exactly."""
+        if batch is None:
+            return torch.zeros(0, dtype=torch.float64)
+        marks = torch.zeros(self.world, len(batch), dtype=torch.float64)
+        marks[self.rank] = torch.tensor(list(batch), dtype=torch.float64)
+        return marks.reshape(-1)
+
+    def _check_marks(self, marks: torch.Tensor) -> None:
+        if not len(marks):
+            return
+        every = marks.reshape(self.world, -1)
+        differ = [r for r in range(self.world) if not torch.equal(every[r], every[0])]
+        if differ:
+            raise ValueError(
+                f"bingo: step(..., global_batch=True) got different batches on ranks "
+                f"{differ} than on rank 0 (sizes {every[:, 0].long().tolist()}): pass every "
+                f"rank the same whole global batch (the one its DistributedDataParallel "
+                f"slice comes from), or pass each rank its own slice with "
+                f"global_batch=False")
 
     def share(self, variants: int) -> Optional[range]:
         """The variants this rank evaluates: r, r + W, ... (None: all, one process)."""
@@ -139,14 +196,17 @@ class Ranks:
         self._collective("batch gather", dist.all_gather, parts, padded)
         return torch.cat([p[:int(n)] for p, n in zip(parts, sizes)]).to(t.device)
 
-    def combine(self, before: float, after: Sequence[float],
-                variants: int) -> Tuple[float, List[float]]:
+    def combine(self, before: float, after: Sequence[float], variants: int,
+                marks: Optional[torch.Tensor] = None) -> Tuple[float, List[float]]:
         """Every variant's metric from the rank that evaluated it, and rank 0's metric of
         the unchanged model (all ranks computed it on the same batch; one is taken so that
-        every rank holds the same bits): one all-reduce of K + 1 numbers."""
+        every rank holds the same bits): one all-reduce of K + 1 numbers (and ``marks``,
+        see ``search_metrics``)."""
         if not self.active:
             return before, list(after)
-        values = torch.zeros(variants + 1, dtype=torch.float64)
+        marks = torch.zeros(0, dtype=torch.float64) if marks is None else marks
+        values = torch.zeros(variants + 1 + len(marks), dtype=torch.float64)
+        values[variants + 1:] = marks
         if self.rank == 0:
             values[0] = before
         owned = self.share(variants)
@@ -156,7 +216,42 @@ class Ranks:
         values[1 + torch.tensor(list(owned), dtype=torch.int64)] = torch.tensor(
             list(after), dtype=torch.float64)
         values = self._reduced("variant metrics exchange", values)
-        return float(values[0]), values[1:].tolist()
+        self._check_marks(values[variants + 1:])
+        return float(values[0]), values[1:variants + 1].tolist()
+
+    # ------------------------------------------------------------------ the rule state
+    def element_range(self, size: int, rank: Optional[int] = None) -> Tuple[int, int]:
+        """The elements [lo, hi) of a target of ``size`` elements whose rule state ``rank``
+        (default: this one) updates in a search step: contiguous, balanced, and computed
+        alike on every rank."""
+        r = self.rank if rank is None else rank
+        return size * r // self.world, size * (r + 1) // self.world
+
+    def gather_elements(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Every rank's own ``element_range`` of each flat tensor copied into that range on
+        every rank, in place: one all-gather per dtype of copies, so every rank then holds
+        the same bits."""
+        if not self.active or not tensors:
+            return
+        for dtype in dict.fromkeys(t.dtype for t in tensors):
+            group = [t for t in tensors if t.dtype == dtype]
+            ranges = [[self.element_range(t.numel(), r) for t in group]
+                      for r in range(self.world)]
+            most = max(sum(hi - lo for lo, hi in rs) for rs in ranges)
+            mine = torch.zeros(most, dtype=dtype, device=self.device)
+            at = 0
+            for t, (lo, hi) in zip(group, ranges[self.rank]):
+                mine[at:at + hi - lo] = t[lo:hi]
+                at += hi - lo
+            parts = [torch.empty_like(mine) for _ in range(self.world)]
+            self._collective("rule state gather", dist.all_gather, parts, mine)
+            for r, part in enumerate(parts):
+                if r == self.rank:
+                    continue
+                at = 0
+                for t, (lo, hi) in zip(group, ranges[r]):
+                    t[lo:hi] = part[at:at + hi - lo].to(t.device)
+                    at += hi - lo
 
     # ------------------------------------------------------------------ measurements
     def mean(self, value: float, count: int) -> float:

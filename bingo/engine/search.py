@@ -30,6 +30,7 @@ from .losses import cross_entropy
 from .proxies import DEFAULT_PROXY_EVERY, Proxies
 from .reference import SearchBatch, SearchPlan
 from .regression import SubsetRegression, features
+from .rule_state import RuleState
 from .rules import SearchChange, Totals, get_rule
 from .search_state import STATE_FORMAT, SearchRecord  # noqa: F401 (re-exported)
 from .subsets import LEVELS, fraction_to_threshold
@@ -171,11 +172,7 @@ class SearchEngine:
         self.regression = SubsetRegression(self.targets)  # fed at weight granularity, K >= 2
         self._zeros: Optional[Dict[str, torch.Tensor]] = None  # reset_values() for "zero"
         self._calibration = CalibrationBuffer(calibration, self.ranks)  # most recent
-        self._states = []
-        for t in self.targets:
-            p = params[t.name]
-            dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-            self._states.append(self.rule.init_state(torch.Size([t.size]), dtype, p.device))
+        self.rule_state = RuleState(self.rule, self.targets, params, self.ranks)
         self.totals = Totals()
         self.step_count = 0
         self.history: List[SearchRecord] = []  # the steps that ran searches (K >= 1)
@@ -290,13 +287,23 @@ class SearchEngine:
         self.calibration_batch()  # its error if there are none
         return self._calibration.everywhere()
 
-    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> SearchRecord:
-        """Run one search on this batch (call it after ``optimizer.step()``)."""
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor, *,
+             global_batch: bool = False) -> SearchRecord:
+        """Run one search on this batch (call it after ``optimizer.step()``).
+
+        Spanning ranks, pass each rank its own slice of the global batch, or, where every
+        rank has the whole global batch (the same on every rank), that batch with
+        ``global_batch=True``: nothing of it is gathered then (``rank_split="variants"``
+        measures this rank's variants on all of it), each rank keeps its slice as kept
+        examples, and the ranks check in their exchange that their batches agree."""
         start = time.perf_counter()
+        whole = global_batch and self.ranks.active
+        kept = self.ranks.slice(inputs, targets) if whole else (inputs, targets)
+        mark = self.ranks.fingerprint(inputs, targets) if whole and self.variants else None
         full = self.step_count % self.proxy_every == 0  # fisher and reset this step
         before, after, changes = float("nan"), [], []
         if not (self.variants or full or self.proxies.movement):  # nothing to read now
-            return self._close_step(inputs, targets, before, after, start)
+            return self._close_step(*kept, before, after, start)
         params = self._parameters()
         current = self._current(params)
         backend = select_backend(current[self.targets[0].name].device)
@@ -305,17 +312,17 @@ class SearchEngine:
             plan = self.plan(self.step_count)
             devices = [p.device for p in current.values()]
             ranks = self.ranks  # spanning ranks: what this rank measures, then exchanged
-            x, y, owned = ranks.search_batch(inputs, targets, self.variants)
+            x, y, owned = ranks.search_batch(inputs, targets, self.variants, whole)
             with Borrowed(self.model, devices), torch.no_grad():
                 batch = SearchBatch(self.model, x, y, self.metric, self.loss_fn, owned)
                 before, after = backend.evaluate_variants(plan, self.targets, current,
                                                           reset, batch)
-            before, after = ranks.search_metrics(before, after, self.variants, len(y))
+            before, after = ranks.search_metrics(before, after, self.variants, len(y), mark)
             self._check_finite(before, after)
             higher_is_better = self.metric == "accuracy"
             changes = [SearchChange.from_metrics(before, a, higher_is_better) for a in after]
             with torch.no_grad():
-                backend.accumulate(plan, self.targets, self.rule, self._states, changes)
+                self.rule_state.accumulate(backend, plan, changes)
             for c in changes:
                 self.totals.add(c)
         with torch.no_grad():  # fisher and reset every proxy_every steps, movement always
@@ -326,7 +333,7 @@ class SearchEngine:
                 feats = [features(self.proxies, i, current[t.name], reset[t.name],
                                   params[t.name].grad) for i, t in enumerate(self.targets)]
                 self.regression.observe(backend, plan, self.targets, feats, changes)
-        return self._close_step(inputs, targets, before, after, start)
+        return self._close_step(*kept, before, after, start)
 
     def _close_step(self, inputs: torch.Tensor, targets: torch.Tensor, before: float,
                     after: Sequence[float], start: float) -> SearchRecord:
@@ -360,14 +367,15 @@ class SearchEngine:
         if self.granularity != "neuron":
             raise ValueError("unit_significance() needs granularity='neuron'; "
                              "use significance() for per-weight scores")
-        return {t.name: self.rule.score(s, self.totals) for t, s in zip(self.targets, self._states)}
+        return {t.name: self.rule.score(s, self.totals)
+                for t, s in zip(self.targets, self.rule_state.whole())}
 
     def rule_significance(self) -> Dict[str, torch.Tensor]:
         """The rule's scores from the random-subset searches alone, shaped like the
         parameters (the paper's significance; at neuron granularity every weight of a
         unit carries the unit's score). Higher = more important except for "paper-literal"."""
         out = {}
-        for t, s in zip(self.targets, self._states):
+        for t, s in zip(self.targets, self.rule_state.whole()):
             score = self.rule.score(s, self.totals)
             score = score.view(t.shape) if self.granularity == "weight" else t.expand_units(score)
             like = self._initial[t.name]  # same dtype and device as the parameter

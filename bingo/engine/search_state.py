@@ -29,7 +29,7 @@ def save(search: Any) -> Dict[str, Any]:
         "config": search.config(),
         "step": search.step_count,
         "initial": {k: v.clone() for k, v in search._initial.items()},
-        "state": [{k: v.clone() for k, v in s.items()} for s in search._states],
+        "state": [{k: v.clone() for k, v in s.items()} for s in search.rule_state.whole()],
         "totals": {"searches": search.totals.searches, "damage_sum": search.totals.damage_sum},
         "search_seconds": search.search_seconds,
         "history": [(r.step, r.before, list(r.after)) for r in search.history],
@@ -59,9 +59,7 @@ def load(search: Any, state: Mapping[str, Any]) -> None:
                          f"construct the TicketSearch with the saved settings")
     for name, value in state["initial"].items():
         search._initial[name] = value.to(search._initial[name].device).clone()
-    for mine_s, saved in zip(search._states, state["state"]):
-        for k, v in saved.items():
-            mine_s[k].copy_(v)
+    search.rule_state.load(state["state"])
     search.totals = Totals(int(state["totals"]["searches"]),
                            float(state["totals"]["damage_sum"]))
     search.step_count = int(state["step"])

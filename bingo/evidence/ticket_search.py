@@ -27,7 +27,7 @@ class TicketSearch(SearchEngine):
         if self.ranks.active:  # DDP averaged the gradients: the same sums on every rank
             self.ranks.agree("the gradient proxies",
                              [v for sums in self.proxies.sums for v in sums.values()]
-                             + [s for state in self._states for s in state.values()],
+                             + [s for state in self.rule_state.whole() for s in state.values()],
                              "every rank's gradients must be the same after backward: wrap "
                              "the model in DistributedDataParallel")
         return estimate(self, estimator, sparsity=sparsity, refit=refit)

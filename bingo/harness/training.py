@@ -152,9 +152,7 @@ def train(model: nn.Module, split, *, epochs: int, batch_size: int,
     try:
         for _ in range(epochs):
             for x, y in batches(split, batch_size, generator):
-                if ranks.active:  # this rank's slice of the global batch
-                    x, y = x.tensor_split(ranks.world)[ranks.rank], \
-                        y.tensor_split(ranks.world)[ranks.rank]
+                x, y = ranks.slice(x, y)  # spanning ranks, this rank's slice
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(net(x), y)
                 loss_value = loss.item()

@@ -114,12 +114,14 @@ class GradualTicketPruning(ScheduledPruning):
         self.vetoed = 0  # events where a lower mean loss fell within the margin
         self._last: Dict[str, float] = {}
 
-    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> Optional[float]:
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor, *,
+             global_batch: bool = False) -> Optional[float]:
         """The search step on this batch, then the schedule (see ScheduledPruning.step).
         After the last event nothing reads the search, so it no longer steps (a quarter of
-        a default run's search time; the same masks)."""
+        a default run's search time; the same masks). ``global_batch``: see
+        ``TicketSearch.step``."""
         if self.step_count <= self.schedule.last:
-            self.search.step(inputs, targets)
+            self.search.step(inputs, targets, global_batch=global_batch)
         return super().step(inputs, targets)
 
     __call__ = step
