@@ -18,8 +18,21 @@ def need_cpp():
     needs.cpp_backend()
 
 
+@pytest.fixture(params=["portable", "avx2", "avx512"])
+def philox_isa(request):
+    """Each Philox path of the C++ backend in turn (the CPU's best is the default)."""
+    needs.cpp_backend()
+    if request.param not in cpp._cpu.philox_isas():
+        pytest.skip(f"this CPU cannot run the C++ backend's {request.param} Philox path "
+                    f"(it has {cpp._cpu.philox_isas()}); a machine with it runs this case")
+    before = cpp._cpu.philox_isa()
+    cpp._cpu.set_philox_isa(request.param)
+    yield request.param
+    cpp._cpu.set_philox_isa(before)
+
+
 @pytest.mark.parametrize("start,numel", [(0, 1), (0, 16), (5, 27), (16, 1000), (13, 266_203)])
-def test_cpp_masks_equal_reference(start, numel, fresh_seed):
+def test_cpp_masks_equal_reference(start, numel, fresh_seed, philox_isa):
     seed = fresh_seed | (fresh_seed << 32)  # both key words in play
     step = (fresh_seed % 7) << 32 | 12345   # both step words too
     variants = [0, 3, 7, 2 ** 31 + 5]
@@ -30,7 +43,7 @@ def test_cpp_masks_equal_reference(start, numel, fresh_seed):
 
 @pytest.mark.parametrize("rule", sorted(RULES))
 @pytest.mark.parametrize("granularity", ["weight", "neuron"])
-def test_cpp_accumulate_equals_reference(rule, granularity, fresh_seed):
+def test_cpp_accumulate_equals_reference(rule, granularity, fresh_seed, philox_isa):
     gen = torch.Generator().manual_seed(fresh_seed)
     targets = select_targets(lenet300(), granularity=granularity)
     total = sum(t.size for t in targets)
@@ -52,7 +65,7 @@ def test_cpp_accumulate_equals_reference(rule, granularity, fresh_seed):
 
 @pytest.mark.parametrize("granularity", ["weight", "neuron"])
 @pytest.mark.parametrize("batch_size", [1, 37, 130])  # around TILE = 64 columns
-def test_cpp_linear_variants_match_reference(granularity, batch_size, fresh_seed):
+def test_cpp_linear_variants_match_reference(granularity, batch_size, fresh_seed, philox_isa):
     gen = torch.Generator().manual_seed(fresh_seed)
     layer = torch.nn.Linear(45, 29)  # awkward sizes: rows straddle Philox spans
     targets = select_targets(torch.nn.Sequential(torch.nn.Linear(3, 45), layer),
@@ -75,7 +88,7 @@ def test_cpp_linear_variants_match_reference(granularity, batch_size, fresh_seed
 
 
 @pytest.mark.parametrize("granularity", ["weight", "neuron"])
-def test_cpp_masked_weights_equal_reference(granularity, fresh_seed):
+def test_cpp_masked_weights_equal_reference(granularity, fresh_seed, philox_isa):
     gen = torch.Generator().manual_seed(fresh_seed)
     targets = select_targets(torch.nn.Sequential(torch.nn.Conv2d(3, 7, 3), torch.nn.Flatten(),
                                                  torch.nn.Linear(5, 3)), granularity=granularity)
@@ -116,6 +129,12 @@ def test_search_matches_reference_across_backends(mnist, rule, granularity, metr
             torch.testing.assert_close(s_cpp[name], s, rtol=1e-3, atol=1e-6)
         else:  # equal wherever no accuracy near-tie flipped: nearly everywhere
             assert (s_cpp[name] == s).float().mean() > 0.99
+
+
+def test_cpp_philox_paths_are_named_and_an_unknown_one_refused():
+    assert cpp._cpu.philox_isa() == cpp._cpu.philox_isas()[-1]  # the best by default
+    with pytest.raises(ValueError, match="cannot run the Philox path 'sse9'"):
+        cpp._cpu.set_philox_isa("sse9")
 
 
 def test_cpp_refuses_arrays_it_would_have_to_copy():
