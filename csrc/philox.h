@@ -74,33 +74,38 @@ inline uint32_t bytes_below(__m256i v, __m256i threshold_minus_1) {
     return static_cast<uint32_t>(_mm256_movemask_epi8(le));
 }
 
+// The ten rounds on the counters (c0: the caller's per-lane call indices; variant and
+// step broadcast), one Philox call per 32-bit lane of REG, with the ISA's MUL_HI_LO, XOR
+// and SET1; leaves the four output words in c0..c3. A macro, because the AVX2 and
+// AVX-512 paths each need their own target attribute.
+#define BINGO_PHILOX_ROUNDS(REG, MUL_HI_LO, XOR, SET1)                                      \
+    REG c1 = SET1(static_cast<int>(variant));                                               \
+    REG c2 = SET1(static_cast<int>(static_cast<uint32_t>(step)));                           \
+    REG c3 = SET1(static_cast<int>(static_cast<uint32_t>(step >> 32)));                     \
+    {                                                                                       \
+        const REG ma = SET1(static_cast<int>(ROUND_A)), mb = SET1(static_cast<int>(ROUND_B)); \
+        uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);  \
+        for (int r = 0; r < ROUNDS; ++r) {                                                  \
+            REG hi0, lo0, hi2, lo2;                                                         \
+            MUL_HI_LO(c0, ma, hi0, lo0);                                                    \
+            MUL_HI_LO(c2, mb, hi2, lo2);                                                    \
+            const REG n0 = XOR(XOR(hi2, c1), SET1(static_cast<int>(k0)));                    \
+            const REG n2 = XOR(XOR(hi0, c3), SET1(static_cast<int>(k1)));                    \
+            c1 = lo2;                                                                       \
+            c3 = lo0;                                                                       \
+            c0 = n0;                                                                        \
+            c2 = n2;                                                                        \
+            k0 += KEY_A;                                                                    \
+            k1 += KEY_B;                                                                    \
+        }                                                                                   \
+    }
+
 __attribute__((target("avx2")))
 inline void reset_bits_avx2(uint64_t seed, uint64_t step, uint32_t variant, uint64_t group0,
-                     uint8_t threshold, uint32_t bits[4]) {
-    const uint32_t g = static_cast<uint32_t>(group0);
-    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(g)),
+                            uint8_t threshold, uint32_t bits[4]) {
+    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(group0))),
                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    __m256i c1 = _mm256_set1_epi32(static_cast<int>(variant));
-    __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(step)));
-    __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(step >> 32)));
-    const __m256i ma = _mm256_set1_epi32(static_cast<int>(ROUND_A));
-    const __m256i mb = _mm256_set1_epi32(static_cast<int>(ROUND_B));
-    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-    for (int r = 0; r < ROUNDS; ++r) {
-        __m256i hi0, lo0, hi2, lo2;
-        mul_hi_lo(c0, ma, hi0, lo0);
-        mul_hi_lo(c2, mb, hi2, lo2);
-        const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(hi2, c1),
-                                            _mm256_set1_epi32(static_cast<int>(k0)));
-        const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3),
-                                            _mm256_set1_epi32(static_cast<int>(k1)));
-        c1 = lo2;
-        c3 = lo0;
-        c0 = n0;
-        c2 = n2;
-        k0 += KEY_A;
-        k1 += KEY_B;
-    }
+    BINGO_PHILOX_ROUNDS(__m256i, mul_hi_lo, _mm256_xor_si256, _mm256_set1_epi32)
     const __m256i t = _mm256_set1_epi8(static_cast<char>(threshold - 1));
     bits[0] = bytes_below(c0, t);
     bits[1] = bytes_below(c1, t);
@@ -124,32 +129,11 @@ inline void mul_hi_lo_512(__m512i a, __m512i m, __m512i& hi, __m512i& lo) {
 
 __attribute__((target("avx512f,avx512bw")))
 inline void reset_bits2_avx512(uint64_t seed, uint64_t step, uint32_t variant, uint64_t group0,
-                        uint8_t threshold, uint32_t bits[8]) {
-    const uint32_t g = static_cast<uint32_t>(group0);
-    __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(g)),
+                               uint8_t threshold, uint32_t bits[8]) {
+    __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(group0))),
                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
                                                     13, 14, 15));
-    __m512i c1 = _mm512_set1_epi32(static_cast<int>(variant));
-    __m512i c2 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(step)));
-    __m512i c3 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(step >> 32)));
-    const __m512i ma = _mm512_set1_epi32(static_cast<int>(ROUND_A));
-    const __m512i mb = _mm512_set1_epi32(static_cast<int>(ROUND_B));
-    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-    for (int r = 0; r < ROUNDS; ++r) {
-        __m512i hi0, lo0, hi2, lo2;
-        mul_hi_lo_512(c0, ma, hi0, lo0);
-        mul_hi_lo_512(c2, mb, hi2, lo2);
-        const __m512i n0 = _mm512_xor_si512(_mm512_xor_si512(hi2, c1),
-                                            _mm512_set1_epi32(static_cast<int>(k0)));
-        const __m512i n2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3),
-                                            _mm512_set1_epi32(static_cast<int>(k1)));
-        c1 = lo2;
-        c3 = lo0;
-        c0 = n0;
-        c2 = n2;
-        k0 += KEY_A;
-        k1 += KEY_B;
-    }
+    BINGO_PHILOX_ROUNDS(__m512i, mul_hi_lo_512, _mm512_xor_si512, _mm512_set1_epi32)
     const __m512i t = _mm512_set1_epi8(static_cast<char>(threshold - 1));
     const __m512i words[4] = {c0, c1, c2, c3};
     for (int w = 0; w < 4; ++w) {  // bit 4 * lane + byte, lanes 0-7 low, 8-15 high
@@ -158,8 +142,8 @@ inline void reset_bits2_avx512(uint64_t seed, uint64_t step, uint32_t variant, u
         bits[4 + w] = static_cast<uint32_t>(below >> 32);
     }
 }
-
 #pragma GCC diagnostic pop
+#undef BINGO_PHILOX_ROUNDS
 
 const bool HAVE_AVX2 = __builtin_cpu_supports("avx2");
 const bool HAVE_AVX2_FMA = HAVE_AVX2 && __builtin_cpu_supports("fma");
