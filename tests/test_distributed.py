@@ -86,6 +86,12 @@ def mismatch_worker(rank, world, batches):
     return _search_run(batches, rank, world, split="variants", whole=True)
 
 
+def nan_global_worker(rank, world, batches):
+    batches = [(x.clone(), y) for x, y in batches]
+    batches[2][0][-1].fill_(float("nan"))  # the same global batch on both ranks, with a NaN
+    return _search_run(batches, rank, world, split="variants", whole=True)
+
+
 def gather_worker(rank, world, seed):
     """Each rank writes its own range of tensors of awkward sizes and two dtypes (NaN
     elsewhere), then gathers: every rank must end with the whole of every tensor."""
@@ -211,6 +217,12 @@ def test_a_global_batch_that_differs_between_ranks_is_refused(mnist):
         assert out.get("error", "").startswith("ValueError"), out
         assert "global_batch=True" in out["error"] and "ranks [1]" in out["error"]
         assert "sizes [64, 32]" in out["error"]
+
+
+def test_a_non_finite_global_batch_is_named_as_such_not_as_batches_that_differ(mnist):
+    results = launch(nan_global_worker, 2, global_batches(mnist))
+    for out in results:
+        assert out.get("error", "").startswith("FloatingPointError"), out
 
 
 def test_gradual_on_two_ranks_matches_one_process(mnist):

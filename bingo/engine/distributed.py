@@ -165,7 +165,8 @@ class Ranks:
         if not len(marks):
             return
         every = marks.reshape(self.world, -1)
-        differ = [r for r in range(self.world) if not torch.equal(every[r], every[0])]
+        same = torch.isclose(every, every[0], rtol=0, atol=0, equal_nan=True).all(1)
+        differ = [r for r in range(self.world) if not same[r]]  # NaN inputs: the metric's
         if differ:
             raise ValueError(
                 f"bingo: step(..., global_batch=True) got different batches on ranks "

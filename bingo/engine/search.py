@@ -99,8 +99,9 @@ class SearchEngine:
             rank with the same arguments.
         rank_split: how a step spanning ranks divides its variants' work: "examples"
             (each rank all K on its own slice of the batch, the metrics averaged; the
-            faster on the 2-core CPU) or "variants" (the batch gathered, rank r
-            evaluating variants r, r + W, ...); both give one process's numbers.
+            faster on the 2-core CPU for the conv net) or "variants" (rank r evaluating
+            variants r, r + W, ... on the whole batch: gathered, or passed by every rank,
+            ``step(..., global_batch=True)``); both give one process's numbers.
     """
 
     def __init__(self, model: nn.Module, *, fraction: float = 0.05, variants: int = 0,
