@@ -168,7 +168,7 @@ MUTANTS: List[Mutant] = [
            "(1.0 - (1.0 - (step - t0) / (t1 - t0)) ** 3)",
            "(1.0 - (1.0 - (step - t0) / (t1 - t0)) ** 2)",
            ("tests/test_schedule.py",), "the gradual schedule is quadratic, not cubic"),
-    Mutant("cut-ties-not-by-index", "bingo/pruning/schedule.py",
+    Mutant("cut-ties-not-by-index", "bingo/evidence/candidates.py",
            "tied = (values == cut).nonzero().squeeze(1)[:k - int(below.sum())]",
            "tied = (values == cut).nonzero().squeeze(1).flip(0)[:k - int(below.sum())]",
            ("tests/test_schedule.py",), "the kthvalue cut breaks ties from the last index"),
