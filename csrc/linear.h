@@ -144,26 +144,23 @@ inline void linear_shared_t(const py::array& x_t, const py::array& weight, const
                 if (s + 1 < spans) reset_bits2(seed, step, variants[j], group0, th, into);
                 else reset_bits(seed, step, variants[j], group0, th, into);
             }
-        // row r of variant j: its elements' spans, its resets in visiting order
-        auto each_reset = [&](int64_t jr, auto&& fn) {
-            const int64_t j = jr / O, r = jr % O;
-            const int64_t e_lo = start + r * I, e_hi = e_lo + I;
+        // fn(bits, span start, e_lo, e_hi) for each span holding row r = jr % O of
+        // variant j = jr / O (elements [e_lo, e_hi)), in visiting order
+        auto row_spans = [&](int64_t jr, auto&& fn) {
+            const int64_t j = jr / O, e_lo = start + (jr % O) * I, e_hi = e_lo + I;
             for (int64_t s = e_lo / SPAN; s * SPAN < e_hi; ++s)
-                for_each_set(&bits[(j * spans + s - first) * 4], s * SPAN, e_lo, e_hi,
-                             [&](int64_t e) { fn(r, e - e_lo); });
+                fn(&bits[(j * spans + s - first) * 4], s * SPAN, e_lo, e_hi);
         };
 #pragma omp parallel for schedule(static)
         for (int64_t jr = 0; jr < V * O; ++jr) {  // whole spans by popcount, the ends by bit
-            const int64_t j = jr / O, e_lo = start + (jr % O) * I, e_hi = e_lo + I;
             int64_t count = 0;
-            for (int64_t s = e_lo / SPAN; s * SPAN < e_hi; ++s) {
-                const uint32_t* b = &bits[(j * spans + s - first) * 4];
-                if (s * SPAN >= e_lo && (s + 1) * SPAN <= e_hi)
+            row_spans(jr, [&](const uint32_t* b, int64_t base, int64_t e_lo, int64_t e_hi) {
+                if (base >= e_lo && base + SPAN <= e_hi)
                     count += __builtin_popcount(b[0]) + __builtin_popcount(b[1]) +
                              __builtin_popcount(b[2]) + __builtin_popcount(b[3]);
                 else
-                    for_each_set(b, s * SPAN, e_lo, e_hi, [&](int64_t) { ++count; });
-            }
+                    for_each_set(b, base, e_lo, e_hi, [&](int64_t) { ++count; });
+            });
             offsets[jr + 1] = count;
         }
         for (int64_t jr = 0; jr < V * O; ++jr) offsets[jr + 1] += offsets[jr];
@@ -172,8 +169,13 @@ inline void linear_shared_t(const py::array& x_t, const py::array& weight, const
 #pragma omp parallel for schedule(static)
         for (int64_t jr = 0; jr < V * O; ++jr) {
             Reset* list = all + offsets[jr];
-            each_reset(jr, [&](int64_t r, int64_t i) {
-                *list++ = {static_cast<int32_t>(i), w0[r * I + i] - w[r * I + i]};
+            const float* wr = w + (jr % O) * I;
+            const float* w0r = w0 + (jr % O) * I;
+            row_spans(jr, [&](const uint32_t* b, int64_t base, int64_t e_lo, int64_t e_hi) {
+                for_each_set(b, base, e_lo, e_hi, [&](int64_t e) {
+                    const int64_t i = e - e_lo;
+                    *list++ = {static_cast<int32_t>(i), w0r[i] - wr[i]};
+                });
             });
         }
     }

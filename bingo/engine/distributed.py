@@ -131,7 +131,7 @@ class Ranks:
         x = inputs.detach()
         y = labels.detach().reshape(len(labels), -1).double()
         order = torch.arange(1, len(x) + 1, dtype=torch.float64, device=x.device)
-        return [float(len(x)), float(x.double().sum()), float((y.sum(1) * order).sum())]
+        return [float(len(x)), float(x.sum(dtype=torch.float64)), float((y.sum(1) * order).sum())]
 
     def search_metrics(self, before: float, after: Sequence[float], variants: int,
                        count: int, batch: Optional[Sequence[float]] = None

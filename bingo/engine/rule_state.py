@@ -33,10 +33,16 @@ class RuleState:
             p = params[t.name]
             dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
             self._states.append(rule.init_state(torch.Size([t.size]), dtype, p.device))
-        # (target index, the target's share as a target of its own, its range)
-        self._owned = [(i, dataclasses.replace(t, offset=t.offset + lo, size=hi - lo), lo, hi)
-                       for i, t in enumerate(self.targets)
-                       for lo, hi in [ranks.element_range(t.size)] if hi > lo]
+        # this rank's shares: each as a target of its own, and views of its state (the
+        # state tensors are only ever written in place, so the views stay theirs)
+        self._share_targets: List[Target] = []
+        self._share_states: List[State] = []
+        for t, state in zip(self.targets, self._states):
+            lo, hi = ranks.element_range(t.size)
+            if hi > lo:
+                self._share_targets.append(dataclasses.replace(t, offset=t.offset + lo,
+                                                               size=hi - lo))
+                self._share_states.append({k: v[lo:hi] for k, v in state.items()})
         self._gathered = True
 
     def accumulate(self, backend: Any, plan: SearchPlan,
@@ -46,9 +52,7 @@ class RuleState:
         if not self.ranks.active:
             backend.accumulate(plan, self.targets, self.rule, self._states, changes)
             return
-        states = [{k: v[lo:hi] for k, v in self._states[i].items()}
-                  for i, _, lo, hi in self._owned]
-        backend.accumulate(plan, [t for _, t, _, _ in self._owned], self.rule, states, changes)
+        backend.accumulate(plan, self._share_targets, self.rule, self._share_states, changes)
         self._gathered = False
 
     def whole(self) -> List[State]:
