@@ -264,8 +264,8 @@ def test_compare_runs_every_method_and_writes_table_plot_json(data_dir, tmp_path
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert [m["method"] for m in results["methods"]] == [
-        "bingo", "bingo-gradual", "gmp", "gmp-layer", "imp", "magnitude", "wanda",
-        "sparsegpt", "random", "smart-ratio", "hybrid", "snip", "grasp", "synflow"]
+        "bingo", "bingo-gradual", "gmp", "gmp-layer", "gmp-lamp", "imp", "magnitude",
+        "wanda", "sparsegpt", "random", "smart-ratio", "hybrid", "snip", "grasp", "synflow"]
     for m in results["methods"]:
         assert [p["sparsity"] for p in m["points"]] == [0.5, 0.8]
         assert all(0.0 <= p["test_accuracy"] <= 1.0 for p in m["points"])

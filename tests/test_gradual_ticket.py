@@ -30,11 +30,14 @@ def _total(mnist, limit=3000):
     return steps_per_epoch(mnist.train.subset(limit), 64)
 
 
-def test_with_magnitude_alone_it_is_gradual_magnitude_pruning(mnist, fresh_seed):
+@pytest.mark.parametrize("scope, candidate", [("global", "magnitude"), ("lamp", "lamp")])
+def test_with_magnitude_alone_it_is_gradual_magnitude_pruning(mnist, fresh_seed, scope,
+                                                              candidate):
     runs = []
-    for make in (lambda m, n: GradualMagnitudePruning(m, sparsity=0.93, total_steps=n, every=4),
+    for make in (lambda m, n: GradualMagnitudePruning(m, sparsity=0.93, total_steps=n, every=4,
+                                                      scope=scope),
                  lambda m, n: GradualTicketPruning(m, sparsity=0.93, total_steps=n, every=4,
-                                                   candidates=("magnitude",),
+                                                   candidates=(candidate,),
                                                    calibration=256)):
         torch.manual_seed(fresh_seed)
         model = paper_mlp()
@@ -78,6 +81,7 @@ def test_an_event_keeps_magnitude_unless_another_mask_measures_clearly_lower(mni
     model = paper_mlp()
     total = _total(mnist)
     pruner = GradualTicketPruning(model, sparsity=0.9, total_steps=total, every=5,
+                                  candidates=("magnitude", "mag+movement"),
                                   calibration=512, seed=fresh_seed % 1000)
     # train without events past the first ones, then call one event by hand
     split = mnist.train.subset(3000)
@@ -372,3 +376,56 @@ def test_free_dead_prunes_weights_no_kept_example_reaches_first_and_for_free(mni
     pruner.free_dead = False
     plain = pruner.choose(1 - (kept_now - count - 10) / total)
     assert any((plain[n] & free[n]).any() for n in plain)
+
+
+def _lamp_by_hand(w):
+    """LAMP worked out with numpy: w_u^2 over the sum of w_v^2 of the weights v >= u in a
+    stable ascending order of w^2."""
+    sq = w.astype(np.float64).ravel() ** 2
+    order = np.argsort(sq.astype(np.float32), kind="stable")
+    out = np.zeros_like(sq)
+    for place, u in enumerate(order):
+        out[u] = sq[u] / sq[order[place:]].sum() if sq[u] else 0.0
+    return out.reshape(w.shape)
+
+
+def test_lamp_scores_are_each_weight_s_square_over_the_larger_ones_s(fresh_seed):
+    from bingo.evidence.candidates import lamp_scores
+    g = torch.Generator().manual_seed(fresh_seed)
+    w = torch.randn(37, 23, generator=g) * torch.rand(37, 1, generator=g)
+    w[torch.rand(37, 23, generator=g) < 0.3] = 0.0  # pruned entries
+    w[0, :5] = w[1, 7]  # ties
+    got = lamp_scores(w)
+    assert got.dtype == torch.float64 and got.shape == w.shape
+    np.testing.assert_allclose(got.numpy(), _lamp_by_hand(w.numpy()), rtol=1e-12, atol=0)
+    assert float(got.max()) == 1.0 and bool((got[w == 0] == 0).all())
+
+
+def test_a_lamp_event_cuts_lamp_s_global_ranking_and_empties_no_layer(mnist, fresh_seed):
+    torch.manual_seed(fresh_seed)
+    model = paper_mlp()
+    pruner = GradualTicketPruning(model, sparsity=0.9, total_steps=_total(mnist), every=5,
+                                  candidates=("magnitude", "lamp"), calibration=256,
+                                  seed=fresh_seed % 1000)
+    _train(model, mnist, pruner, seed=fresh_seed)
+    assert set(pruner.chosen) == {"magnitude", "lamp"}
+    assert sum(pruner.chosen.values()) == len(pruner.schedule.events()) - 1
+    before = pruner.keep()
+    w = {n: (model.get_submodule(n.rsplit(".", 1)[0]).weight_orig * before[n]).detach()
+         for n in before}
+    pruner.candidates = ("lamp",)  # lamp's own proposal at each sparsity
+    for sparsity in (0.95, 0.9995):
+        masks = pruner.choose(sparsity)
+        # by hand: LAMP of each layer's kept weights, the pruned first, then the lowest
+        # scores over every layer at once, ties by index
+        scores = np.concatenate([_lamp_by_hand(w[n].numpy()).ravel() for n in before])
+        kept = np.concatenate([before[n].numpy().ravel() for n in before])
+        goal = round(sparsity * kept.size)
+        order = np.lexsort((np.arange(kept.size), scores.astype(np.float32),
+                            kept.astype(int)))
+        expect = np.ones(kept.size, dtype=bool)
+        expect[order[:goal]] = False
+        got = np.concatenate([masks[n].numpy().ravel() for n in before])
+        assert (got == expect).all()
+        # every layer keeps its largest weight, however high the sparsity
+        assert all(bool(masks[n].any()) for n in before)

@@ -1,7 +1,8 @@
 """The candidate rankings the measuring estimators choose between: one score per weight
 from each gradient proxy a search collected (``magnitude``, ``fisher``, ``reset``,
 ``movement``) and the ``mag+<proxy>`` mixtures of their global ranks. Each is also an
-estimator by its own name (:mod:`bingo.evidence.estimators`)."""
+estimator by its own name (:mod:`bingo.evidence.estimators`). ``lamp``, magnitude made
+comparable across layers, is a candidate of the gradual events."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, Sequence
@@ -17,6 +18,7 @@ Scores = Dict[str, torch.Tensor]
 PROXY_ESTIMATORS = ("magnitude", "fisher", "reset", "movement")
 MIXTURES = ("mag+fisher", "mag+reset", "mag+movement")
 DATA_CANDIDATES = ("activation",)  # read the kept examples (bingo.evidence.activations)
+LAYER_ADAPTIVE = ("lamp",)  # of the weights alone, per layer (the gradual events' candidates)
 
 
 def weights_of(search: "SearchEngine") -> Scores:
@@ -100,6 +102,20 @@ def stable_order(values: torch.Tensor) -> torch.Tensor:
     the 64-bit value-and-index keys used before. NaN sorts last, as in torch."""
     bits = (values.float() + 0.0).view(torch.int32)
     return torch.sort(torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits), stable=True).indices
+
+
+def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
+    """LAMP scores of one layer (Lee et al. 2021): w_u^2 / sum of w_v^2 over the weights v
+    at least as large as u in the layer's magnitude order (ties by index), float64 sums.
+    The largest weight of every layer scores 1, so one global cut of these scores adapts
+    each layer's budget to its own magnitudes and never empties a layer; a weight that is
+    0 (pruned) scores 0 and adds nothing to the others' sums."""
+    squares = weight.detach().reshape(-1).double() ** 2
+    order = stable_order(squares.float())
+    tails = squares[order].flip(0).cumsum(0).flip(0)
+    out = torch.zeros_like(squares)
+    out[order] = squares[order] / tails.clamp_min(torch.finfo(torch.float64).tiny)
+    return out.view(weight.shape)
 
 
 def lowest(values: torch.Tensor, k: int) -> torch.Tensor:

@@ -9,9 +9,9 @@ from typing import List, Optional, Sequence
 from ..evidence.estimators import ESTIMATORS
 from .jobs import RunSetup
 
-METHODS = ("bingo", "bingo-gradual", "gmp", "gmp-layer", "imp", "magnitude", "wanda",
-           "sparsegpt", "random", "smart-ratio", "hybrid", "snip", "grasp", "synflow")
-GRADUAL = ("bingo-gradual", "gmp", "gmp-layer")  # prune during the one training run
+METHODS = ("bingo", "bingo-gradual", "gmp", "gmp-layer", "gmp-lamp", "imp", "magnitude",
+           "wanda", "sparsegpt", "random", "smart-ratio", "hybrid", "snip", "grasp", "synflow")
+GRADUAL = ("bingo-gradual", "gmp", "gmp-layer", "gmp-lamp")  # prune during the one training run
 ESTIMATOR_ROWS = tuple(f"bingo:{e}" for e in ESTIMATORS)
 
 

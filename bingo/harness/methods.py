@@ -259,7 +259,8 @@ def _imp(h: Harness, result: MethodResult) -> None:
 
 def _gradual(h: Harness, result: MethodResult) -> None:
     """Prune during the one training run (one run per sparsity): ``gmp`` by global
-    magnitude, ``gmp-layer`` each layer alike, ``bingo-gradual`` by what its search
+    magnitude, ``gmp-layer`` each layer alike, ``gmp-lamp`` by global LAMP scores,
+    ``bingo-gradual`` by what its search
     measured (bingo.pruning.gradual_ticket), all on the same cubic schedule."""
     job = h.job
     total = steps_per_epoch(h.train_split, job.batch_size) * job.epochs
@@ -272,9 +273,8 @@ def _gradual(h: Harness, result: MethodResult) -> None:
         if result.method == "bingo-gradual":
             pruner = job.make_gradual(model, s, total)
         else:
-            pruner = GradualMagnitudePruning(model, sparsity=s, **when,
-                                             scope="layer" if result.method == "gmp-layer"
-                                             else "global")
+            scope = {"gmp-layer": "layer", "gmp-lamp": "lamp"}.get(result.method, "global")
+            pruner = GradualMagnitudePruning(model, sparsity=s, **when, scope=scope)
         stats = h.train(model, after_step=pruner, description=f"train {result.method} s={s}")
         pruner.finish()
         extra = {"train_seconds": stats.seconds, "event_seconds": pruner.event_seconds}

@@ -1,15 +1,19 @@
 """Gradual magnitude pruning (Zhu & Gupta 2017) inside the training run: at each event
 of the cubic schedule the smallest-magnitude weights still kept are pruned, over every
-target at once (``scope="global"``) or each to the same sparsity (``"layer"``); pruned
-weights stay exactly zero (``torch.nn.utils.prune`` masks) to the end. The strongest
+target at once (``scope="global"``) or each to the same sparsity (``"layer"``), or over
+every target at once by LAMP scores (``"lamp"``, Lee et al. 2021: each layer's magnitudes
+made comparable across layers, so no layer is emptied); pruned weights stay exactly zero
+(``torch.nn.utils.prune`` masks) to the end. The strongest
 baseline at the same training budget (docs/results.md)."""
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import torch
 from torch import nn
 
 from ...engine.targets import select_targets
+from ...evidence.candidates import lamp_scores
 from ...pruning.schedule import (
     SCOPES,
     CubicSchedule,
@@ -17,6 +21,8 @@ from ...pruning.schedule import (
     ScheduledPruning,
     lowest_first,
 )
+
+GMP_SCOPES = SCOPES + ("lamp",)
 
 
 class GradualMagnitudePruning(ScheduledPruning):
@@ -27,15 +33,18 @@ class GradualMagnitudePruning(ScheduledPruning):
                  start: float = 0.1, end: float = 0.75, every: int = 50,
                  scope: str = "global", include: Optional[Sequence[str]] = None,
                  exclude: Optional[Sequence[str]] = None):
-        if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES} (one magnitude ranking over "
-                             f"every layer, or each layer to the same sparsity), got {scope!r}")
+        if scope not in GMP_SCOPES:
+            raise ValueError(f"scope must be one of {GMP_SCOPES} (one magnitude ranking over "
+                             f"every layer, each layer to the same sparsity, or one LAMP "
+                             f"ranking over every layer), got {scope!r}")
         schedule = CubicSchedule(sparsity, total_steps, start, end, every)
         names = [t.name for t in select_targets(model, include=include, exclude=exclude)]
         super().__init__(model, names, schedule)
         self.scope = scope
 
     def choose(self, sparsity: float) -> Masks:
-        weights = self.weights()
-        return lowest_first({n: w.abs() for n, w in weights.items()}, self.keep(), sparsity,
-                            self.scope)
+        weights = self.weights()  # pruned ones 0: LAMP over the kept
+        # LAMP cut as float32, as bingo-gradual's ``lamp`` candidate cuts it (same masks)
+        score = (lambda w: lamp_scores(w).float()) if self.scope == "lamp" else torch.abs
+        return lowest_first({n: score(w) for n, w in weights.items()}, self.keep(), sparsity,
+                            "global" if self.scope == "lamp" else self.scope)
