@@ -31,6 +31,7 @@ import torch
 from gradual_candidates import parse_run, run_options
 
 from bingo.engine.targets import select_targets
+from bingo.evidence.candidates import lamp_scores
 from bingo.harness.models import build_model
 from bingo.harness.training import accuracy, make_optimizer, steps_per_epoch, train
 from bingo.pruning.schedule import CubicSchedule, lowest_first
@@ -38,16 +39,6 @@ from bingo.pruning.schedule import CubicSchedule, lowest_first
 CRITERIA = ("mag", "inc", "dist", "ema", "look", "act", "lamp", "dpf")
 BETA = 0.98  # the running averages' decay a step (about 50 steps)
 AHEAD = 20.0  # steps of the average update ``look`` extrapolates
-
-
-def lamp(w: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """LAMP scores of the kept entries of one layer (pruned ones score 0)."""
-    sq = (w * keep).reshape(-1).double() ** 2
-    order = torch.argsort(sq, stable=True)
-    tail = torch.flip(torch.cumsum(torch.flip(sq[order], [0]), 0), [0])
-    out = torch.zeros_like(sq)
-    out[order] = sq[order] / tail.clamp_min(1e-300)
-    return out.view_as(w).float()
 
 
 class Criterion:
@@ -91,7 +82,7 @@ class Criterion:
         if c == "look":
             return {n: (w[n] + AHEAD * self.update[n]).abs() for n in self.names}
         if c == "lamp":
-            return {n: lamp(w[n], self.masks[n]) for n in self.names}
+            return {n: lamp_scores(w[n] * self.masks[n]).float() for n in self.names}
         rms = {n: self.squares[n].sqrt() for n in self.names}
         return {n: w[n].abs() * rms[n] / rms[n].mean() for n in self.names}
 

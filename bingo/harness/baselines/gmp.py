@@ -41,10 +41,11 @@ class GradualMagnitudePruning(ScheduledPruning):
         names = [t.name for t in select_targets(model, include=include, exclude=exclude)]
         super().__init__(model, names, schedule)
         self.scope = scope
+        # LAMP is cut globally and as float32, as bingo-gradual's ``lamp`` candidate cuts it
+        # (the same masks); the weights read are 0 where pruned, so LAMP is over the kept
+        self._score = (lambda w: lamp_scores(w).float()) if scope == "lamp" else torch.abs
+        self._cut = "global" if scope == "lamp" else scope
 
     def choose(self, sparsity: float) -> Masks:
-        weights = self.weights()  # pruned ones 0: LAMP over the kept
-        # LAMP cut as float32, as bingo-gradual's ``lamp`` candidate cuts it (same masks)
-        score = (lambda w: lamp_scores(w).float()) if self.scope == "lamp" else torch.abs
-        return lowest_first({n: score(w) for n, w in weights.items()}, self.keep(), sparsity,
-                            "global" if self.scope == "lamp" else self.scope)
+        return lowest_first({n: self._score(w) for n, w in self.weights().items()},
+                            self.keep(), sparsity, self._cut)
