@@ -89,7 +89,8 @@ class Saver(pl.Callback):
         pruning = next(c for c in trainer.callbacks if isinstance(c, BingoPruning))
         masks = {f"{n}.weight": (m.weight == 0).clone()
                  for n, m in module.net.named_children() if hasattr(m, "weight")}
-        torch.save({"masks": masks, "sparsity": pruning.report.sparsity},
+        torch.save({"masks": masks, "sparsity": pruning.report.sparsity,
+                    "tracked": pruning.session.pruner.optimizer is trainer.optimizers[0]},
                    Path(self.out) / f"rank{trainer.global_rank}.pt")
 
 

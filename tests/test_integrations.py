@@ -31,6 +31,7 @@ def test_lightning_masks_equal_the_plain_loop(mode, data_dir, tmp_path):
     plain = plain_loop(data_dir)
     for out in ranks:
         assert out["sparsity"] == pytest.approx(0.9, abs=1e-6)
+        assert out["tracked"]  # the pruned weights' moments zeroed: still the same masks
         assert out["masks"].keys() == plain.keys()
         for name, pruned in plain.items():
             assert torch.equal(out["masks"][name], pruned), (mode, name)
@@ -93,6 +94,7 @@ def test_hf_trainer_masks_equal_the_plain_loop(data_dir, tmp_path):
     assert callback.report.sparsity == pytest.approx(0.7, abs=1e-4)
     assert len(plain) == 8  # c_attn, c_proj, c_fc, mlp c_proj of 2 layers; lm_head is tied
     assert len(callback.session.pruner.events) >= 3
+    assert callback.session.pruner.optimizer is not None  # tracked: the same masks
     for name, pruned in plain.items():
         weight = model.get_parameter(name)  # made permanent: the zeros are in the weight
         assert torch.equal(weight == 0, pruned), name

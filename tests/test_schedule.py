@@ -10,6 +10,7 @@ from bingo.harness.baselines.gmp import GradualMagnitudePruning
 from bingo.harness.models import paper_mlp
 from bingo.harness.training import make_optimizer, steps_per_epoch, train
 from bingo.evidence.candidates import lowest
+from bingo.pruning.gradual_ticket import GradualTicketPruning
 from bingo.pruning.schedule import CubicSchedule, lowest_first, prune_kept
 
 
@@ -206,3 +207,55 @@ def test_one_shot_masks_on_attention_follow_training_and_copies(fresh_seed):
     mine = twin.layer.self_attn.out_proj
     assert torch.equal(mine.weight, mine.weight_orig * mine.weight_mask)  # its own weights
     assert torch.equal(out_proj.weight, out_proj.weight_orig * out_proj.weight_mask)
+
+
+def _tracked_run(mnist, seed, kind, optimizer, tracked):
+    torch.manual_seed(seed)
+    model = paper_mlp()
+    split = mnist.train.subset(2000)
+    total = steps_per_epoch(split, 64)
+    if kind == "gmp":
+        pruner = GradualMagnitudePruning(model, sparsity=0.9, total_steps=total, every=4)
+    else:
+        pruner = GradualTicketPruning(model, sparsity=0.9, total_steps=total, every=4,
+                                      calibration=128)
+    opt = make_optimizer(optimizer, model.parameters(), 1e-3 if optimizer == "adam" else 0.05)
+    # the pruner itself as the hook is tracked by the loop; a wrapper is not
+    hook = pruner if tracked else (lambda x, y: pruner.step(x, y))
+    train(model, split, epochs=1, batch_size=64, optimizer=opt, after_step=hook,
+          progress=False)
+    assert (pruner.optimizer is opt) == tracked
+    return model, pruner, opt
+
+
+@pytest.mark.parametrize("kind,optimizer", [("gmp", "adam"), ("gmp", "sgd"),
+                                            ("bingo-gradual", "adam")])
+def test_pruned_weights_first_moments_are_zeroed_and_the_run_is_unchanged(mnist, kind,
+                                                                          optimizer, fresh_seed):
+    model, pruner, opt = _tracked_run(mnist, fresh_seed, kind, optimizer, tracked=True)
+    other, other_pruner, other_opt = _tracked_run(mnist, fresh_seed, kind, optimizer,
+                                                  tracked=False)
+    key = "exp_avg" if optimizer == "adam" else "momentum_buffer"
+    keep, other_keep = pruner.keep(), other_pruner.keep()
+    stale = 0
+    for name, (module, attr) in pruner._modules.items():
+        assert torch.equal(keep[name], other_keep[name])  # the same masks
+        assert torch.equal(pruner.weights()[name], other_pruner.weights()[name])  # weights
+        pruned = ~keep[name]
+        assert pruned.any()
+        state = opt.state[getattr(module, attr + "_orig")]
+        assert (state[key][pruned] == 0).all()
+        assert (state[key][keep[name]] != 0).any()
+        if optimizer == "adam":  # the second moment is left: its update is then 0
+            assert (state["exp_avg_sq"][pruned] != 0).any()
+        other_module, _ = other_pruner._modules[name]
+        stale += int((other_opt.state[getattr(other_module, attr + "_orig")][key][pruned]
+                      != 0).sum())
+    assert stale > 0  # untracked, the pruned weights' state lingers (and decays to denormals)
+
+
+def test_tracking_an_optimizer_without_the_pruned_weights_is_refused():
+    model = paper_mlp()
+    pruner = GradualMagnitudePruning(model, sparsity=0.5, total_steps=100)
+    with pytest.raises(ValueError, match="does not hold the pruned weights.*weight_orig"):
+        pruner.track(torch.optim.SGD(paper_mlp().parameters(), lr=0.1))

@@ -78,6 +78,10 @@ class BingoPruning(pl.Callback):
         self.session.begin(pl_module, int(total))
         self._steps = trainer.global_step
 
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if len(trainer.optimizers) == 1:  # configured by now: the pruned weights' moments
+            self.session.track(trainer.optimizers[0])
+
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         if trainer.global_step == self._steps:  # gradients accumulated, no optimizer step

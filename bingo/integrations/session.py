@@ -5,6 +5,8 @@ starts, stepped after each optimizer step, finished at the end. Under DDP it spa
 ranks as the plain-loop API does (:mod:`bingo.engine.distributed`)."""
 from __future__ import annotations
 
+import warnings
+
 from typing import Any, Optional, Sequence
 
 import torch
@@ -50,6 +52,22 @@ class PruningSession:
             self.search = self.pruner.search
         else:
             self.search = TicketSearch(model, **self.search_options)
+
+    def track(self, optimizer: Any) -> None:
+        """Let the gradual pruner zero ``optimizer``'s first moments of the weights it
+        prunes (``ScheduledPruning.track``: the same run, faster on a CPU); a framework's
+        wrapper (``.optimizer``) is looked through, and an optimizer that does not hold the
+        masked weights is left untracked with a warning."""
+        if self.pruner is None or optimizer is None:
+            return
+        while not isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "optimizer"):
+            optimizer = optimizer.optimizer
+        try:
+            self.pruner.track(optimizer)
+        except (ValueError, AttributeError, TypeError) as error:
+            warnings.warn(f"bingo could not track the optimizer ({error}); the pruned weights' "
+                          f"optimizer state then decays on its own: the same masks, slower "
+                          f"on a CPU", RuntimeWarning, stacklevel=2)
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         if self.search is None:

@@ -94,6 +94,7 @@ class BingoCallback(TrainerCallback):
         if "include" not in self.session.search_options:
             self.session.search_options["include"] = default_include(model)
         self.session.begin(model, int(state.max_steps))
+        self.session.track(kwargs.get("optimizer"))
         self._hook = model.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
 
     def on_optimizer_step(self, args, state, control, **kwargs):

@@ -75,6 +75,8 @@ class GradualTicketPruning(ScheduledPruning):
             input is zero on every kept example (a dead unit's outgoing weights, an
             always-blank pixel's): one more forward an event; off by default, measured
             not to help (docs/results.md).
+        optimizer: its state of the weights each event prunes is zeroed (see
+            ScheduledPruning; or ``track(optimizer)`` once it exists).
         **search_options: for the :class:`~bingo.TicketSearch` (``calibration``, the kept
             examples an event measures on, 512 by default; ``seed``, ``include``/``exclude``,
             ``loss_fn``, ...; ``proxy_every`` defaults to never after the first step when
@@ -86,6 +88,7 @@ class GradualTicketPruning(ScheduledPruning):
                  start: float = 0.1, end: float = 0.75, every: int = 50,
                  candidates: Sequence[str] = DEFAULT_CANDIDATES,
                  margin: float = DEFAULT_MARGIN, free_dead: bool = False,
+                 optimizer: Optional[torch.optim.Optimizer] = None,
                  **search_options: Any):
         schedule = CubicSchedule(sparsity, total_steps, start, end, every)  # checks first
         known = PROXY_ESTIMATORS + MIXTURES + LAYER_ADAPTIVE
@@ -117,7 +120,7 @@ class GradualTicketPruning(ScheduledPruning):
             search_options["proxy_every"] = total_steps + 1
         self.search = TicketSearch(model, variants=0, **search_options)
         self.search._masked_ok = True  # reads weight_orig; its estimators refuse
-        super().__init__(model, [t.name for t in self.search.targets], schedule)
+        super().__init__(model, [t.name for t in self.search.targets], schedule, optimizer)
         self.candidates = tuple(candidates)
         self.free_dead, self.margin = free_dead, float(margin)
         self.chosen: Dict[str, int] = {c: 0 for c in self.candidates}
@@ -152,7 +155,7 @@ class GradualTicketPruning(ScheduledPruning):
         losses, each, proposals = {}, {}, {}
         paired = self.margin > 0 and len(self.candidates) > 1
         free = self._dead_inputs(names, inputs)[kept] if self.free_dead else None
-        for c, ranking in self._rankings(names, kept).items():
+        for c, ranking in self._rankings(keep, kept).items():
             if free is not None:  # weights no kept example reaches go first, for free
                 ranking = ranking.float().masked_fill(free, float("-inf"))
             flat = flat_keep.clone()
@@ -181,9 +184,10 @@ class GradualTicketPruning(ScheduledPruning):
     def note(self) -> Dict[str, Any]:
         return self._last
 
-    def _rankings(self, names: Sequence[str], kept: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Each candidate's scores of the kept weights (flat, in ``names`` order); the
-        mixtures average ranks among the kept weights."""
+    def _rankings(self, keep: Masks, kept: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Each candidate's scores of the kept weights (``kept``: their flat indices, in
+        ``keep``'s order); the mixtures average ranks among the kept weights."""
+        names = list(keep)
         weights = self.weights()
         index = {t.name: i for i, t in enumerate(self.search.targets)}
         proxies = self.search.proxies
@@ -193,8 +197,11 @@ class GradualTicketPruning(ScheduledPruning):
 
         needed = {c.split("+", 1)[-1] for c in self.candidates} | {"magnitude"}
         single = {"magnitude": flat(lambda n: weights[n].abs())}
-        if "lamp" in needed:  # pruned weights are 0 in ``weights``: LAMP over the kept
-            single["lamp"] = flat(lambda n: lamp_scores(weights[n]))
+        if "lamp" in needed:  # each layer's kept weights alone (the pruned, 0, add nothing
+            # to LAMP's sums: the same scores, a sort of the kept rather than of all)
+            kept_weights = torch.split(flat(lambda n: weights[n]),
+                                       [int(keep[n].count_nonzero()) for n in names])
+            single["lamp"] = torch.cat([lamp_scores(w).float() for w in kept_weights])
         if "fisher" in needed:
             single["fisher"] = flat(lambda n: 0.5 * proxies.mean_fisher(index[n]).float()
                                     * weights[n].float() ** 2)

@@ -23,6 +23,12 @@ from .masks import PruneReport
 
 Masks = Dict[str, torch.Tensor]  # parameter name -> bool keep-mask of its shape
 SCOPES = ("global", "layer")
+# The optimizer state that carries a pruned weight's update (Adam's, AdamW's, NAdam's first
+# moment; SGD's and RMSprop's momentum): zeroed where an event prunes, it stays exactly 0.
+# Second moments are left: the update they scale is then 0, and zeroing them would make
+# Adam's sqrt run on zeros, measured 17x slower per element on this CPU than on normal
+# floats (they decay by beta2 = 0.999 a step, into denormals only after ~70k steps).
+FIRST_MOMENTS = ("exp_avg", "momentum_buffer")
 
 
 @dataclass(frozen=True)
@@ -117,9 +123,19 @@ class ScheduledPruning:
     ``finish()`` prunes to the final sparsity if the run stopped early and reports the
     zeros really in the weights. A DistributedDataParallel model is pruned through its
     ``.module`` (the masks' buffers are then the same on every rank because every rank
-    takes the same decisions)."""
+    takes the same decisions).
 
-    def __init__(self, model: nn.Module, names: Sequence[str], schedule: CubicSchedule):
+    ``optimizer`` (or ``track(optimizer)`` later; the harness's training loop tracks its
+    own): at each event the optimizer's first moment of the pruned weights (Adam's
+    ``exp_avg``, SGD's momentum: ``FIRST_MOMENTS``) is set to zero. Their gradient is zero
+    from then on, so it would otherwise decay geometrically into denormal floats, which CPU
+    arithmetic handles many times slower (measured on an Intel VM: LeNet-300-100, Adam,
+    98%, gradual magnitude pruning 1.60x plain training without, 1.08-1.11x with;
+    docs/results.md). The updates of the kept weights are elementwise and unchanged, so
+    every mask and accuracy is the same bit for bit."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], schedule: CubicSchedule,
+                 optimizer: Optional[torch.optim.Optimizer] = None):
         model = local_module(model)
         if not names:
             raise ValueError("no tensors to prune: the model has no Linear/Conv weights "
@@ -127,6 +143,7 @@ class ScheduledPruning:
         self.model, self.names, self.schedule = model, list(names), schedule
         self.step_count = 0
         self.event_seconds = 0.0
+        self.optimizer: Optional[torch.optim.Optimizer] = None
         self.events: List[Dict[str, float]] = []  # per event: step, sparsity, what chose it
         self._modules = {}
         for name in self.names:
@@ -136,6 +153,20 @@ class ScheduledPruning:
                 torch_prune.identity(module, attr)
             self._modules[name] = (module, attr)
         refresh_masked_reads(model)  # attention's out_proj, read by attribute
+        if optimizer is not None:
+            self.track(optimizer)
+
+    def track(self, optimizer: torch.optim.Optimizer) -> None:
+        """Zero ``optimizer``'s per-weight state of the weights each event prunes (see the
+        class docstring); the optimizer must hold the masked weights (``weight_orig``)."""
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [n for n, (m, a) in self._modules.items()
+                   if id(getattr(m, a + "_orig")) not in held]
+        if missing:
+            raise ValueError(f"the optimizer does not hold the pruned weights of {missing}: "
+                             f"build it from model.parameters() (the masked weights are "
+                             f"the `weight_orig` parameters)")
+        self.optimizer = optimizer
 
     # what subclasses read and decide
     def keep(self) -> Masks:
@@ -184,7 +215,15 @@ class ScheduledPruning:
             mask = getattr(module, attr + "_mask")
             mask.copy_(keep.to(mask.dtype))
             setattr(module, attr, getattr(module, attr + "_orig") * mask)  # as the hook would
+            if self.optimizer is not None:
+                self._clear_state(getattr(module, attr + "_orig"), keep)
         seconds = time.perf_counter() - start
         self.event_seconds += seconds
         self.events.append({"step": self.step_count - 1, "sparsity": sparsity,
                             "seconds": seconds, **self.note()})
+
+    def _clear_state(self, weight: torch.Tensor, keep: torch.Tensor) -> None:
+        """The optimizer's first moments of ``weight`` set to 0 where pruned."""
+        for key, value in self.optimizer.state.get(weight, {}).items():
+            if key in FIRST_MOMENTS and torch.is_tensor(value) and value.shape == weight.shape:
+                value.masked_fill_(~keep, 0)

@@ -32,14 +32,15 @@ class GradualMagnitudePruning(ScheduledPruning):
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int,
                  start: float = 0.1, end: float = 0.75, every: int = 50,
                  scope: str = "global", include: Optional[Sequence[str]] = None,
-                 exclude: Optional[Sequence[str]] = None):
+                 exclude: Optional[Sequence[str]] = None,
+                 optimizer: Optional[torch.optim.Optimizer] = None):
         if scope not in GMP_SCOPES:
             raise ValueError(f"scope must be one of {GMP_SCOPES} (one magnitude ranking over "
                              f"every layer, each layer to the same sparsity, or one LAMP "
                              f"ranking over every layer), got {scope!r}")
         schedule = CubicSchedule(sparsity, total_steps, start, end, every)
         names = [t.name for t in select_targets(model, include=include, exclude=exclude)]
-        super().__init__(model, names, schedule)
+        super().__init__(model, names, schedule, optimizer)
         self.scope = scope
         # LAMP is cut globally and as float32, as bingo-gradual's ``lamp`` candidate cuts it
         # (the same masks); the weights read are 0 where pruned, so LAMP is over the kept
