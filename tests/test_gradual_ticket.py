@@ -15,7 +15,7 @@ from bingo.harness.baselines.gmp import GradualMagnitudePruning
 from bingo.harness.gpt import CharGPT
 from bingo.harness.models import paper_mlp
 from bingo.harness.training import make_optimizer, steps_per_epoch, train
-from bingo.pruning.gradual_ticket import GradualTicketPruning
+from bingo.pruning.gradual_ticket import DEFAULT_CANDIDATES, GradualTicketPruning
 
 
 def _train(model, mnist, hook, limit=3000, seed=0):
@@ -246,6 +246,16 @@ def test_the_cli_prunes_during_training_and_compare_runs_the_gradual_rows(data_d
                  "--event-margin", "0", "--out", str(out)]) == 0
     result = json.loads(out.read_text())  # margin 0: nothing is ever vetoed
     assert result["vetoed"] == 0 and result["name"].endswith("_c256_m0.0_seed0")
+    assert set(result["chosen"]) == {"magnitude", "mag+movement", "lamp"}  # the defaults
+    assert main(["prune", *quick, "--schedule", "gradual", "--sparsity", "0.9", "--quiet",
+                 "--event-candidates", "magnitude,lamp", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["chosen"]) == {"magnitude", "lamp"}
+    assert result["name"].endswith("_c256_cmagnitude-lamp_seed0")
+    with pytest.raises(SystemExit, match="2"):
+        main(["prune", *quick, "--schedule", "gradual", "--sparsity", "0.9",
+              "--event-candidates", "magnitude,lamb", "--quiet"])
+    assert "unknown candidates ['lamb']" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):  # argparse's usage error
         main(["prune", *quick, "--schedule", "gradual", "--sparsity", "0.9",
               "--event-margin=-1", "--quiet"])
@@ -293,6 +303,13 @@ def test_the_events_measure_on_512_kept_examples_unless_told_otherwise(mnist, fr
     gpt = dict(model="char-gpt", dataset="tinyshakespeare", schedule="gradual", sparsity=0.5)
     assert PruneJob(**gpt).gradual_calibration == 64 and PruneJob(**gpt).calibration == 256
     assert PruneJob(**gpt, calibration=256).gradual_calibration == 256
+    # the events' candidates: char-gpt's without lamp (measured), the others the pruner's
+    assert PruneJob(**gpt).make_gradual(CharGPT(layers=1, width=16, heads=2), 0.5, 100) \
+        .candidates == ("magnitude", "mag+movement")
+    assert PruneJob(schedule="gradual", sparsity=0.9).make_gradual(paper_mlp(), 0.9, 100) \
+        .candidates == DEFAULT_CANDIDATES
+    assert PruneJob(**gpt, event_candidates=("lamp", "magnitude")).gradual_candidates \
+        == ("lamp", "magnitude")
     one_shot = dict(gpt, schedule="one-shot")
     assert PruneJob(**one_shot).search_calibration == 64
     assert PruneJob(**one_shot).make_search(CharGPT(layers=1, width=16, heads=2)).calibration \

@@ -12,6 +12,7 @@ from typing import List, Optional
 from ..engine.distributed import RanksFailed
 from ..engine.rules import RULES
 from ..engine.search import RESET_TARGETS
+from ..evidence.candidates import LAYER_ADAPTIVE, MIXTURES, PROXY_ESTIMATORS
 from ..evidence.estimators import ESTIMATORS
 from .compare import CompareJob, run_compare
 from .compare_job import METHODS, is_method
@@ -43,6 +44,16 @@ def _nonnegative(text: str) -> float:
     if not 0.0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a number >= 0")
     return value
+
+
+def _candidates(text: str) -> tuple:
+    names = tuple(c.strip() for c in text.split(",") if c.strip())
+    known = PROXY_ESTIMATORS + MIXTURES + LAYER_ADAPTIVE
+    unknown = [c for c in names if c not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown candidates {unknown or text!r}; choose "
+                                         f"from {', '.join(known)}")
+    return names
 
 
 def _count(text: str) -> int:
@@ -147,6 +158,10 @@ def _setup_args(p: argparse.ArgumentParser, d: RunSetup) -> None:
                         "candidate's only if that one's per-example losses on the kept "
                         "examples are lower by this many standard errors (default 2; 0: the "
                         "lowest mean loss wins)")
+    p.add_argument("--event-candidates", type=_candidates, default=d.event_candidates,
+                   help="bingo-gradual: the rankings an event chooses between, comma "
+                        "separated, the first the reference (default: the model's; "
+                        "magnitude,mag+movement,lamp, char-gpt magnitude,mag+movement)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device,
                    help="where the data and models live: cpu, or cuda (cuda:N) for longer "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -19,6 +19,7 @@ from ..pruning.schedule import CubicSchedule
 from .data import DATASET_METRIC
 from .device import device_environment, resolve_device
 from .models import MODEL_DATASETS
+from . import recipes
 from .recipes import gradual_calibration, recipe, search_calibration
 from .training import LR_SCHEDULES, evaluate, make_optimizer, train
 
@@ -61,6 +62,8 @@ class RunSetup:
                                        # the steps between events (bingo.pruning.schedule)
     event_margin: Optional[float] = None  # bingo-gradual: standard errors a candidate must
                                           # beat magnitude's mask by (None: the default, 2)
+    event_candidates: Optional[Tuple[str, ...]] = None  # bingo-gradual's rankings (None:
+                                          # the model's, recipes.gradual_candidates)
 
     def __post_init__(self):
         self._from_recipe = set()  # not a field: which values the recipe filled in
@@ -164,13 +167,24 @@ class RunSetup:
                                     start=self.gmp_start, end=self.gmp_end, every=self.gmp_every,
                                     seed=self.seed, calibration=self.gradual_calibration,
                                     movement=self.movement, reset_to=self.reset_to,
+                                    candidates=self.gradual_candidates,
                                     **({} if self.event_margin is None
                                        else {"margin": self.event_margin}))
 
     @property
+    def gradual_candidates(self) -> Tuple[str, ...]:
+        """bingo-gradual's candidate rankings: ``--event-candidates``, else the model's."""
+        if self.event_candidates is not None:
+            return tuple(self.event_candidates)
+        return recipes.gradual_candidates(self.model)
+
+    @property
     def margin_tag(self) -> str:
-        """The events' margin in a run's name, where it is not the default."""
-        return "" if self.event_margin is None else f"_m{self.event_margin}"
+        """The events' margin and candidates in a run's name, where not the defaults."""
+        tag = "" if self.event_margin is None else f"_m{self.event_margin}"
+        if self.event_candidates is not None:
+            tag += "_c" + "-".join(self.event_candidates)
+        return tag
 
     def check_estimators(self, estimators: Sequence[str]) -> None:
         """Fail before training when an estimator asked for would get no searches to read."""

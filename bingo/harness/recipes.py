@@ -9,11 +9,12 @@ the command line does not say (a RunSetup field left at None takes its model's v
   batch 12 windows of 64 characters, linear warm-up then a cosine to a tenth, 2 epochs
   (2,616 steps; nanoGPT's CPU configuration runs 2,000), 256 kept sequences (16,384
   characters) for the one-shot baselines that read examples (Wanda, SparseGPT), 64 for
-  BINGO's own measurements (``SEARCH_CALIBRATION``).
+  BINGO's own measurements (``SEARCH_CALIBRATION``), and gradual events that choose
+  between magnitude and mag+movement only (``GRADUAL_CANDIDATES``).
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from ..engine.search import DEFAULT_CALIBRATION
 
@@ -35,6 +36,21 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 # validation loss at 50-90% at about a quarter of its time, under 10% of the training run
 # (docs/results.md, char-gpt).
 SEARCH_CALIBRATION: Dict[str, int] = {"char-gpt": 64}
+
+
+# The rankings a gradual run's events choose between, where not the pruner's default
+# (magnitude, mag+movement, lamp). char-gpt: with lamp the events picked it in 7-15 of 34
+# events and the runs ended above `gmp`'s validation loss at 70% on both seeds (+0.0023,
+# +0.0013; 2026-12-07); without it they tie `gmp` at 50-70% and are 0.0041 below it at
+# 90% (docs/results.md, *LAMP on char-gpt*).
+GRADUAL_CANDIDATES: Dict[str, Tuple[str, ...]] = {"char-gpt": ("magnitude", "mag+movement")}
+
+
+def gradual_candidates(model: str) -> Tuple[str, ...]:
+    """The default candidates of ``model``'s gradual events: its entry above, else the
+    pruner's (``GradualTicketPruning``'s ``DEFAULT_CANDIDATES``)."""
+    from ..pruning.gradual_ticket import DEFAULT_CANDIDATES
+    return GRADUAL_CANDIDATES.get(model, DEFAULT_CANDIDATES)
 
 
 def search_calibration(model: str) -> int:
