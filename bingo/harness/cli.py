@@ -12,8 +12,8 @@ from typing import List, Optional
 from ..engine.distributed import RanksFailed
 from ..engine.rules import RULES
 from ..engine.search import RESET_TARGETS
-from ..evidence.candidates import LAYER_ADAPTIVE, MIXTURES, PROXY_ESTIMATORS
 from ..evidence.estimators import ESTIMATORS
+from ..pruning.gradual_ticket import KNOWN_CANDIDATES
 from .compare import CompareJob, run_compare
 from .compare_job import METHODS, is_method
 from .compare_report import markdown_table, write_outputs
@@ -48,11 +48,10 @@ def _nonnegative(text: str) -> float:
 
 def _candidates(text: str) -> tuple:
     names = tuple(c.strip() for c in text.split(",") if c.strip())
-    known = PROXY_ESTIMATORS + MIXTURES + LAYER_ADAPTIVE
-    unknown = [c for c in names if c not in known]
+    unknown = [c for c in names if c not in KNOWN_CANDIDATES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown candidates {unknown or text!r}; choose "
-                                         f"from {', '.join(known)}")
+                                         f"from {', '.join(KNOWN_CANDIDATES)}")
     return names
 
 

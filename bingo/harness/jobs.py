@@ -19,8 +19,7 @@ from ..pruning.schedule import CubicSchedule
 from .data import DATASET_METRIC
 from .device import device_environment, resolve_device
 from .models import MODEL_DATASETS
-from . import recipes
-from .recipes import gradual_calibration, recipe, search_calibration
+from .recipes import gradual_calibration, gradual_candidates, recipe, search_calibration
 from .training import LR_SCHEDULES, evaluate, make_optimizer, train
 
 DEFAULT_VARIANTS = 8  # K when the estimator reads the random-subset searches
@@ -176,7 +175,7 @@ class RunSetup:
         """bingo-gradual's candidate rankings: ``--event-candidates``, else the model's."""
         if self.event_candidates is not None:
             return tuple(self.event_candidates)
-        return recipes.gradual_candidates(self.model)
+        return gradual_candidates(self.model)
 
     @property
     def margin_tag(self) -> str:

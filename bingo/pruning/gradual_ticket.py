@@ -41,6 +41,8 @@ from .schedule import CubicSchedule, Masks, ScheduledPruning
 # (since 2026-12-07) the conv net at 98-99% gains 0.1-9 points over gradual magnitude
 # pruning (*How much a mask can give*), the MLPs within 0.1.
 DEFAULT_CANDIDATES = ("magnitude", "mag+movement", "lamp")
+# every ranking an event may be given (the CLI's --event-candidates checks against it)
+KNOWN_CANDIDATES = PROXY_ESTIMATORS + MIXTURES + LAYER_ADAPTIVE
 # Measured (docs/results.md, *A margin over the noise*): with 2 standard errors the 16 MLP
 # cells stay within 0.07 of gradual magnitude pruning (0.20 behind at 0 margin), the gains
 # at 99% kept.
@@ -91,7 +93,7 @@ class GradualTicketPruning(ScheduledPruning):
                  optimizer: Optional[torch.optim.Optimizer] = None,
                  **search_options: Any):
         schedule = CubicSchedule(sparsity, total_steps, start, end, every)  # checks first
-        known = PROXY_ESTIMATORS + MIXTURES + LAYER_ADAPTIVE
+        known = KNOWN_CANDIDATES
         unknown = [c for c in candidates if c not in known]
         if unknown or not candidates:
             raise ValueError(f"unknown candidates {unknown or list(candidates)}; choose from "

@@ -214,9 +214,10 @@ class ScheduledPruning:
             keep = masks[name] & before[name]  # masks only grow
             mask = getattr(module, attr + "_mask")
             mask.copy_(keep.to(mask.dtype))
-            setattr(module, attr, getattr(module, attr + "_orig") * mask)  # as the hook would
+            orig = getattr(module, attr + "_orig")
+            setattr(module, attr, orig * mask)  # as the hook would
             if self.optimizer is not None:
-                self._clear_state(getattr(module, attr + "_orig"), keep)
+                self._clear_state(orig, keep)
         seconds = time.perf_counter() - start
         self.event_seconds += seconds
         self.events.append({"step": self.step_count - 1, "sparsity": sparsity,
