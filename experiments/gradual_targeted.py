@@ -85,7 +85,7 @@ class TargetedGradual(GradualTicketPruning):
         more = goal - (flat_keep.numel() - kept.numel())
         if more <= 0:
             return keep
-        rankings = self._rankings(keep, kept)
+        rankings, _ = self._rankings(keep, kept)
         base = "mag+movement" if rule == "mag+movement" else "magnitude"
         flat = flat_keep.clone()
         flat[kept[lowest(rankings[base], more)]] = False

@@ -308,6 +308,8 @@ def test_the_events_measure_on_512_kept_examples_unless_told_otherwise(mnist, fr
         .candidates == ("magnitude", "mag+movement")
     assert PruneJob(schedule="gradual", sparsity=0.9).make_gradual(paper_mlp(), 0.9, 100) \
         .candidates == DEFAULT_CANDIDATES
+    assert PruneJob(model="resnet20", dataset="cifar10", schedule="gradual", sparsity=0.9) \
+        .gradual_candidates == ("magnitude", "mag+movement")
     assert PruneJob(**gpt, event_candidates=("lamp", "magnitude")).gradual_candidates \
         == ("lamp", "magnitude")
     one_shot = dict(gpt, schedule="one-shot")

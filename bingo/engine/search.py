@@ -289,14 +289,16 @@ class SearchEngine:
         return self._calibration.everywhere()
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, *,
-             global_batch: bool = False) -> SearchRecord:
+             global_batch: bool = False, keep: bool = True) -> SearchRecord:
         """Run one search on this batch (call it after ``optimizer.step()``).
 
         Spanning ranks, pass each rank its own slice of the global batch, or, where every
         rank has the whole global batch (the same on every rank), that batch with
         ``global_batch=True``: nothing of it is gathered then (``rank_split="variants"``
         measures this rank's variants on all of it), each rank keeps its slice as kept
-        examples, and the ranks check in their exchange that their batches agree."""
+        examples, and the ranks check in their exchange that their batches agree.
+        ``keep=False``: the batch does not join the kept examples (a caller that knows no
+        measurement reads it before newer batches replace it saves the copy)."""
         start = time.perf_counter()
         whole = global_batch and self.ranks.active
         kept = self.ranks.slice(inputs, targets) if whole else (inputs, targets)
@@ -304,7 +306,7 @@ class SearchEngine:
         full = self.step_count % self.proxy_every == 0  # fisher and reset this step
         before, after, changes = float("nan"), [], []
         if not (self.variants or full or self.proxies.movement):  # nothing to read now
-            return self._close_step(*kept, before, after, start)
+            return self._close_step(*kept, before, after, start, keep)
         params = self._parameters()
         current = self._current(params)
         backend = select_backend(current[self.targets[0].name].device)
@@ -334,14 +336,15 @@ class SearchEngine:
                 feats = [features(self.proxies, i, current[t.name], reset[t.name],
                                   params[t.name].grad) for i, t in enumerate(self.targets)]
                 self.regression.observe(backend, plan, self.targets, feats, changes)
-        return self._close_step(*kept, before, after, start)
+        return self._close_step(*kept, before, after, start, keep)
 
     def _close_step(self, inputs: torch.Tensor, targets: torch.Tensor, before: float,
-                    after: Sequence[float], start: float) -> SearchRecord:
+                    after: Sequence[float], start: float, keep: bool = True) -> SearchRecord:
         """Keep the batch for calibration, record the step (in ``history`` only if it ran
         searches: a K = 0 step measures nothing, and a long run would pile up a record a
         step), count it and its time."""
-        self._calibration.add(inputs, targets)
+        if keep:
+            self._calibration.add(inputs, targets)
         record = SearchRecord(self.step_count, before, list(after))
         if self.variants:
             self.history.append(record)

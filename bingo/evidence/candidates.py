@@ -5,7 +5,7 @@ estimator by its own name (:mod:`bingo.evidence.estimators`). ``lamp``, magnitud
 comparable across layers, is a candidate of the gradual events."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import torch
 
@@ -87,10 +87,14 @@ def stable_ranks(values: torch.Tensor) -> torch.Tensor:
     (a stable sort's order), as float32."""
     if values.dim() != 1:
         raise ValueError(f"stable_ranks takes a flat tensor, got shape {tuple(values.shape)}")
-    values = values.detach().float()
-    out = torch.empty_like(values)
-    out[stable_order(values)] = torch.arange(values.numel(), dtype=values.dtype,
-                                             device=values.device)
+    return ranks_of(stable_order(values.detach().float()))
+
+
+def ranks_of(order: torch.Tensor) -> torch.Tensor:
+    """The float32 ranks that a stable sort's ``order`` gives (``stable_ranks`` of the sorted
+    values), for a caller that needs the order too."""
+    out = torch.empty(order.numel(), dtype=torch.float32, device=order.device)
+    out[order] = torch.arange(order.numel(), dtype=torch.float32, device=order.device)
     return out
 
 
@@ -104,18 +108,44 @@ def stable_order(values: torch.Tensor) -> torch.Tensor:
     return torch.sort(torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits), stable=True).indices
 
 
-def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
+def lamp_scores(weight: torch.Tensor, order: Optional[torch.Tensor] = None) -> torch.Tensor:
     """LAMP scores of one layer (Lee et al. 2021): w_u^2 / sum of w_v^2 over the weights v
     at least as large as u in the layer's magnitude order (ties by index), float64 sums.
     The largest weight of every layer scores 1, so one global cut of these scores adapts
     each layer's budget to its own magnitudes and never empties a layer; a weight that is
-    0 (pruned) scores 0 and adds nothing to the others' sums."""
+    0 (pruned) scores 0 and adds nothing to the others' sums. ``order``: the stable order
+    of the float32 squares, where the caller has it (``square_order_from``)."""
     squares = weight.detach().reshape(-1).double() ** 2
-    order = stable_order(squares.float())
+    if order is None:
+        order = stable_order(squares.float())
     tails = squares[order].flip(0).cumsum(0).flip(0)
     out = torch.zeros_like(squares)
     out[order] = squares[order] / tails.clamp_min(torch.finfo(torch.float64).tiny)
     return out.view(weight.shape)
+
+
+# |w| in [2^-63, 2^63]: there float32(w^2) is normal and finite and strictly increasing in
+# |w| (consecutive floats' squares lie more than one float32 step apart), so the stable
+# order of the weights' magnitudes is that of their float32 squares
+SQUARE_ORDER_RANGE = (2.0 ** -63, 2.0 ** 63)
+
+
+def square_order_from(magnitudes: torch.Tensor, magnitude_order: torch.Tensor,
+                      sizes: Sequence[int]) -> Optional[List[torch.Tensor]]:
+    """Each piece's stable order of its float32 squares (what ``lamp_scores`` sorts), read
+    off the stable order of the flat ``magnitudes`` (the pieces ``sizes`` long, in order)
+    instead of sorted again; None where some magnitude lies outside
+    ``SQUARE_ORDER_RANGE`` (squares that tie or overflow: sort them)."""
+    low, high = SQUARE_ORDER_RANGE
+    if magnitudes.numel() and not (float(magnitudes.min()) >= low
+                                   and float(magnitudes.max()) <= high):
+        return None
+    pieces, start = [], 0
+    for size in sizes:  # the global order restricted to a piece keeps its stable order
+        inside = (magnitude_order >= start) & (magnitude_order < start + size)
+        pieces.append(magnitude_order[inside] - start)
+        start += size
+    return pieces
 
 
 def lowest(values: torch.Tensor, k: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ examples' noise.
 """
 from __future__ import annotations
 
+import bisect
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -30,6 +31,9 @@ from ..evidence.candidates import (
     PROXY_ESTIMATORS,
     lamp_scores,
     lowest,
+    ranks_of,
+    square_order_from,
+    stable_order,
     stable_ranks,
 )
 from ..evidence.ticket_search import TicketSearch
@@ -128,6 +132,10 @@ class GradualTicketPruning(ScheduledPruning):
         self.chosen: Dict[str, int] = {c: 0 for c in self.candidates}
         self.vetoed = 0  # events where a lower mean loss fell within the margin
         self._last: Dict[str, float] = {}
+        # which batches the search copies (_read_at_next_event)
+        self._event_steps = schedule.events()
+        self._smallest, self._held, self._fresh = float("inf"), 0, 0
+        self._skipping, self._gap = True, False
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, *,
              global_batch: bool = False) -> Optional[float]:
@@ -136,8 +144,32 @@ class GradualTicketPruning(ScheduledPruning):
         a default run's search time; the same masks). ``global_batch``: see
         ``TicketSearch.step``."""
         if self.step_count <= self.schedule.last:
-            self.search.step(inputs, targets, global_batch=global_batch)
+            local = len(inputs) // self.search.ranks.world if global_batch else len(inputs)
+            self.search.step(inputs, targets, global_batch=global_batch,
+                             keep=self._read_at_next_event(local))
         return super().step(inputs, targets)
+
+    def _read_at_next_event(self, batch: int) -> bool:
+        """Whether this step's batch can be among the kept examples the next event measures
+        on (else the search does not copy it). The event at step e reads the last
+        ``calibration`` examples of steps <= e; the batches of the ceil(calibration / b) + 1
+        steps up to e hold them when at most one of them is smaller than b, the smallest
+        batch seen so far (an epoch's last). Every batch is kept until one is held, so a run
+        that stops early still has examples for ``finish()``; where a window fell short
+        (batch sizes that shrink more often) the event notes ``"short"`` and every batch is
+        kept from then on. The same masks as copying every batch (tested)."""
+        self._smallest = min(self._smallest, max(batch, 1))
+        t = self.step_count
+        i = bisect.bisect_left(self._event_steps, t)
+        if not self._skipping or i == len(self._event_steps) or self._held == 0:
+            keep = True
+        else:
+            window = -(-self.search.ranks.portion(self.search.calibration) // self._smallest) + 1
+            keep = self._event_steps[i] - t < window
+        self._fresh = self._fresh + batch if keep else 0
+        self._gap |= not keep
+        self._held += keep
+        return keep
 
     __call__ = step
 
@@ -153,15 +185,22 @@ class GradualTicketPruning(ScheduledPruning):
             self._last = {"chosen": "none"}
             return keep
         inputs, labels = self.search.calibration_batch()
+        short = self._gap and self._fresh < self.search.ranks.portion(self.search.calibration)
+        self._skipping &= not short  # some kept examples are older than the window's
         sizes = [keep[n].numel() for n in names]
         losses, each, proposals = {}, {}, {}
         paired = self.margin > 0 and len(self.candidates) > 1
         free = self._dead_inputs(names, inputs)[kept] if self.free_dead else None
-        for c, ranking in self._rankings(keep, kept).items():
+        rankings, orders = self._rankings(keep, kept)
+        for c, ranking in rankings.items():
             if free is not None:  # weights no kept example reaches go first, for free
-                ranking = ranking.float().masked_fill(free, float("-inf"))
+                cut = lowest(ranking.float().masked_fill(free, float("-inf")), more)
+            elif c in orders:  # its stable order's first: the same as lowest(), no kthvalue
+                cut = orders[c][:more]
+            else:
+                cut = lowest(ranking, more)
             flat = flat_keep.clone()
-            flat[kept[lowest(ranking, more)]] = False
+            flat[kept[cut]] = False
             proposals[c] = {n: p.view(keep[n].shape)
                             for n, p in zip(names, torch.split(flat, sizes))}
             losses[c], each[c] = self._loss(proposals[c], inputs, labels, paired)
@@ -179,6 +218,7 @@ class GradualTicketPruning(ScheduledPruning):
                                 "DistributedDataParallel and give each rank the same seed")
         self.chosen[best] += 1
         self._last = {"chosen": best, **({"vetoed": True} if vetoed else {}),
+                      **({"short": True} if short else {}),
                       **({"free": int(free.sum())} if free is not None else {}),
                       **{f"loss {c}": v for c, v in losses.items()}}
         return proposals[best]
@@ -186,9 +226,13 @@ class GradualTicketPruning(ScheduledPruning):
     def note(self) -> Dict[str, Any]:
         return self._last
 
-    def _rankings(self, keep: Masks, kept: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def _rankings(self, keep: Masks, kept: torch.Tensor
+                  ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
         """Each candidate's scores of the kept weights (``kept``: their flat indices, in
-        ``keep``'s order); the mixtures average ranks among the kept weights."""
+        ``keep``'s order; the mixtures average ranks among the kept weights), and the
+        stable orders sorted on the way (magnitude's, where LAMP or a mixture needs it:
+        one sort gives magnitude's cut, the mixtures' magnitude ranks and LAMP's per-layer
+        orders, the same as sorting each)."""
         names = list(keep)
         weights = self.weights()
         index = {t.name: i for i, t in enumerate(self.search.targets)}
@@ -199,11 +243,18 @@ class GradualTicketPruning(ScheduledPruning):
 
         needed = {c.split("+", 1)[-1] for c in self.candidates} | {"magnitude"}
         single = {"magnitude": flat(lambda n: weights[n].abs())}
+        mixed = [c for c in self.candidates if c in MIXTURES]
+        orders = {"magnitude": stable_order(single["magnitude"])} \
+            if mixed or "lamp" in needed else {}
         if "lamp" in needed:  # each layer's kept weights alone (the pruned, 0, add nothing
             # to LAMP's sums: the same scores, a sort of the kept rather than of all)
-            kept_weights = torch.split(flat(lambda n: weights[n]),
-                                       [int(keep[n].count_nonzero()) for n in names])
-            single["lamp"] = torch.cat([lamp_scores(w).float() for w in kept_weights])
+            counts = [int(keep[n].count_nonzero()) for n in names]
+            kept_weights = torch.split(flat(lambda n: weights[n]), counts)
+            layer_orders = square_order_from(single["magnitude"], orders["magnitude"], counts)
+            if layer_orders is None:
+                layer_orders = [None] * len(counts)
+            single["lamp"] = torch.cat([lamp_scores(w, o).float()
+                                        for w, o in zip(kept_weights, layer_orders)])
         if "fisher" in needed:
             single["fisher"] = flat(lambda n: 0.5 * proxies.mean_fisher(index[n]).float()
                                     * weights[n].float() ** 2)
@@ -211,11 +262,10 @@ class GradualTicketPruning(ScheduledPruning):
             if k in needed:
                 single[k] = flat(lambda n, k=k: proxies.sums[index[n]][k])
         out = {c: single[c] for c in self.candidates if c in single}
-        mixed = [c for c in self.candidates if c in MIXTURES]
         if mixed:
-            mag = stable_ranks(single["magnitude"])
+            mag = ranks_of(orders["magnitude"])
             out.update({c: mag + stable_ranks(single[c.split("+", 1)[1]]) for c in mixed})
-        return out
+        return out, orders
 
     def _dead_inputs(self, names: Sequence[str], inputs: torch.Tensor) -> torch.Tensor:
         """A flat mask (``names`` order) of the weights whose input (a Linear's feature, a
