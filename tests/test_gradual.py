@@ -139,3 +139,36 @@ def test_compare_fine_tunes_with_a_ramp_and_names_it(data_dir, tmp_path, capsys)
                      "--sparsities", "0.9", *bad, "--out", str(tmp_path / "bad"), "--quiet"])
         assert code == 2
         assert "finetune_ramp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_tracked_ramp_zeroes_the_pruned_first_moments_and_changes_nothing_else(
+        mnist, optimizer, fresh_seed):
+    split = mnist.train.subset(1500)
+    runs = []
+    for tracked in (True, False):
+        torch.manual_seed(fresh_seed)
+        model = paper_mlp()
+        ramp = GradualPruning(model, {"fc1.weight": 0.9, "fc2.weight": 0.6}, steps=15, every=3)
+        opt = make_optimizer(optimizer, model.parameters(),
+                             1e-3 if optimizer == "adam" else 0.05)
+        # the ramp itself as the hook is tracked by the loop; a wrapper is not
+        hook = ramp if tracked else (lambda x, y: ramp(x, y))
+        train(model, split, epochs=1, batch_size=64, optimizer=opt, after_step=hook,
+              progress=False)
+        assert (ramp.optimizer is opt) == tracked
+        runs.append((model, opt))
+    (model, opt), (other, other_opt) = runs
+    key = "exp_avg" if optimizer == "adam" else "momentum_buffer"
+    stale = 0
+    for name in ("fc1", "fc2"):
+        mine, theirs = model.get_submodule(name), other.get_submodule(name)
+        assert torch.equal(mine.weight_mask, theirs.weight_mask)
+        assert torch.equal(mine.weight, theirs.weight)  # the same run, bit for bit
+        pruned = mine.weight_mask == 0
+        assert pruned.any()
+        assert (opt.state[mine.weight_orig][key][pruned] == 0).all()
+        stale += int((other_opt.state[theirs.weight_orig][key][pruned] != 0).sum())
+    assert stale > 0
+    with pytest.raises(ValueError, match="does not hold the pruned weights"):
+        ramp.track(torch.optim.SGD(paper_mlp().parameters(), lr=0.1))

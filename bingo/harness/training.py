@@ -13,6 +13,7 @@ from torch import nn
 
 from ..engine.distributed import Ranks
 from ..engine.losses import cross_entropy
+from ..pruning.gradual import GradualPruning
 from ..pruning.schedule import ScheduledPruning
 from .data import Split, batches
 
@@ -133,8 +134,9 @@ def train(model: nn.Module, split, *, epochs: int, batch_size: int,
     from ``seed``, trains on its slice of each (rank r: the r-th of W near-equal parts)
     through DistributedDataParallel, which averages the gradients, and hands the hook its
     slice: the same run as one process on the global batches, within float tolerance.
-    A gradual pruner as ``after_step`` tracks ``optimizer`` (``ScheduledPruning.track``:
-    the pruned weights' optimizer state zeroed at each event, the same run faster)."""
+    A gradual pruner (or a fine-tune ramp, ``GradualPruning``) as ``after_step`` tracks
+    ``optimizer`` (``ScheduledPruning.track``: the pruned weights' optimizer state zeroed
+    at each event, the same run faster)."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     total = epochs * steps_per_epoch(split, batch_size)
@@ -145,7 +147,8 @@ def train(model: nn.Module, split, *, epochs: int, batch_size: int,
         from tqdm import tqdm
         bar = tqdm(total=total, desc=description,
                    unit="step", disable=not sys.stderr.isatty(), leave=False)
-    if isinstance(after_step, ScheduledPruning) and after_step.optimizer is None:
+    if isinstance(after_step, (ScheduledPruning, GradualPruning)) \
+            and after_step.optimizer is None:
         after_step.track(optimizer)
     model.train()
     ranks = Ranks()

@@ -10,7 +10,7 @@ model stays an ordinary pruned model.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ..engine.targets import refresh_masked_reads, torch_pruned
 from .masks import copy_model, prune
+from .schedule import checked_optimizer, zero_first_moments
 
 RAMP_SHARE = 0.5  # of the fine-tune's steps the ramp takes; the rest trains at the goal
 EVERY = 10        # training steps between two pruning events
@@ -28,15 +29,18 @@ class GradualPruning:
     ``optimizer.step()``) that prunes each named tensor from its current sparsity to
     ``budgets[name]`` over ``steps`` calls: at call i (every ``every``-th, and at the
     end) a layer holds round(numel * (b + (s0 - b) * (1 - i/steps)^3)) pruned weights,
-    s0 its sparsity when the ramp was built. ``finish()`` jumps to the budgets."""
+    s0 its sparsity when the ramp was built. ``finish()`` jumps to the budgets.
+    ``optimizer`` (or ``track(optimizer)``; the harness's loop passes its own): its first
+    moments of the weights each call prunes are zeroed, as ``ScheduledPruning`` does."""
 
     def __init__(self, model: nn.Module, budgets: Mapping[str, float], steps: int,
-                 every: int = EVERY):
+                 every: int = EVERY, optimizer: Optional[torch.optim.Optimizer] = None):
         if steps < 1 or every < 1:
             raise ValueError(f"steps and every must be >= 1, got {steps}, {every}")
         if not budgets:
             raise ValueError("budgets is empty: name the tensors to prune, {name: sparsity}")
         self.steps, self.every, self.calls = steps, every, 0
+        self.optimizer: Optional[torch.optim.Optimizer] = None
         self.layers: Dict[str, tuple] = {}  # name -> (module, attr, start count, goal count)
         for name, budget in budgets.items():  # every check before the model is touched
             if not 0.0 <= budget <= 1.0:
@@ -62,6 +66,13 @@ class GradualPruning:
             if not torch_pruned(module, attr):
                 torch_prune.identity(module, attr)
         refresh_masked_reads(model)  # attention's out_proj, read by attribute
+        if optimizer is not None:
+            self.track(optimizer)
+
+    def track(self, optimizer: torch.optim.Optimizer) -> None:
+        """Zero ``optimizer``'s first moments of the weights each call prunes."""
+        self.optimizer = checked_optimizer(
+            optimizer, {n: (m, a) for n, (m, a, _, _) in self.layers.items()})
 
     def __call__(self, x: object = None, y: object = None) -> None:
         i = self.calls
@@ -85,6 +96,8 @@ class GradualPruning:
                 flat = mask.reshape(-1).clone()
                 flat[lowest] = 0
                 mask.copy_(flat.view_as(mask))
+                if self.optimizer is not None:
+                    zero_first_moments(self.optimizer, orig, mask != 0)
             setattr(module, attr, orig * mask)  # as the forward pre-hook would
 
 

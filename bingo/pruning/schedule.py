@@ -159,14 +159,7 @@ class ScheduledPruning:
     def track(self, optimizer: torch.optim.Optimizer) -> None:
         """Zero ``optimizer``'s per-weight state of the weights each event prunes (see the
         class docstring); the optimizer must hold the masked weights (``weight_orig``)."""
-        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        missing = [n for n, (m, a) in self._modules.items()
-                   if id(getattr(m, a + "_orig")) not in held]
-        if missing:
-            raise ValueError(f"the optimizer does not hold the pruned weights of {missing}: "
-                             f"build it from model.parameters() (the masked weights are "
-                             f"the `weight_orig` parameters)")
-        self.optimizer = optimizer
+        self.optimizer = checked_optimizer(optimizer, self._modules)
 
     # what subclasses read and decide
     def keep(self) -> Masks:
@@ -217,14 +210,30 @@ class ScheduledPruning:
             orig = getattr(module, attr + "_orig")
             setattr(module, attr, orig * mask)  # as the hook would
             if self.optimizer is not None:
-                self._clear_state(orig, keep)
+                zero_first_moments(self.optimizer, orig, keep)
         seconds = time.perf_counter() - start
         self.event_seconds += seconds
         self.events.append({"step": self.step_count - 1, "sparsity": sparsity,
                             "seconds": seconds, **self.note()})
 
-    def _clear_state(self, weight: torch.Tensor, keep: torch.Tensor) -> None:
-        """The optimizer's first moments of ``weight`` set to 0 where pruned."""
-        for key, value in self.optimizer.state.get(weight, {}).items():
-            if key in FIRST_MOMENTS and torch.is_tensor(value) and value.shape == weight.shape:
-                value.masked_fill_(~keep, 0)
+
+def checked_optimizer(optimizer: torch.optim.Optimizer,
+                      modules: Mapping[str, tuple]) -> torch.optim.Optimizer:
+    """``optimizer``, refused by name unless it holds every masked weight (``weight_orig``)
+    of ``modules`` ({name: (module, attribute)})."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [n for n, (m, a) in modules.items() if id(getattr(m, a + "_orig")) not in held]
+    if missing:
+        raise ValueError(f"the optimizer does not hold the pruned weights of {missing}: "
+                         f"build it from model.parameters() (the masked weights are "
+                         f"the `weight_orig` parameters)")
+    return optimizer
+
+
+def zero_first_moments(optimizer: torch.optim.Optimizer, weight: torch.Tensor,
+                       keep: torch.Tensor) -> None:
+    """``optimizer``'s first moments (``FIRST_MOMENTS``) of ``weight`` set to 0 where
+    ``keep`` is False (see ``ScheduledPruning``)."""
+    for key, value in optimizer.state.get(weight, {}).items():
+        if key in FIRST_MOMENTS and torch.is_tensor(value) and value.shape == weight.shape:
+            value.masked_fill_(~keep, 0)
