@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from bingo.evidence.candidates import (
+    SQUARE_ORDER_PIECES,
     SQUARE_ORDER_RANGE,
     lamp_scores,
     lowest,
@@ -90,7 +91,7 @@ def test_a_run_stopped_between_windows_still_finishes_on_kept_examples(mnist, fr
 
 def test_one_sort_of_the_magnitudes_gives_each_layer_s_square_order(fresh_seed):
     g = torch.Generator().manual_seed(fresh_seed)
-    sizes = [1, 37, 0, 1000, 257]
+    sizes = [1, 37, 0, 1257]  # at most SQUARE_ORDER_PIECES: read off the one order
     w = torch.randn(sum(sizes), generator=g) * torch.logspace(-12, 3, sum(sizes))[
         torch.randperm(sum(sizes), generator=g)]
     w[torch.randperm(len(w), generator=g)[:200]] = w[:200].clone()  # ties, within and across
@@ -105,6 +106,9 @@ def test_one_sort_of_the_magnitudes_gives_each_layer_s_square_order(fresh_seed):
         v = magnitudes.clone()
         v[7] = outside
         assert square_order_from(v, stable_order(v), sizes) is None
+    more = [1] * (SQUARE_ORDER_PIECES + 1)  # more pieces than one pass each pays for
+    assert square_order_from(magnitudes[:len(more)], stable_order(magnitudes[:len(more)]),
+                             more) is None
 
 
 @pytest.mark.parametrize("tiny", [False, True])

@@ -134,7 +134,8 @@ class GradualTicketPruning(ScheduledPruning):
         self._last: Dict[str, float] = {}
         # which batches the search copies (_read_at_next_event)
         self._event_steps = schedule.events()
-        self._smallest, self._held, self._fresh = float("inf"), 0, 0
+        self._capacity = self.search.ranks.portion(self.search.calibration)  # this rank's
+        self._smallest, self._fresh = float("inf"), 0  # examples copied since the last skip
         self._skipping, self._gap = True, False
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, *,
@@ -161,14 +162,14 @@ class GradualTicketPruning(ScheduledPruning):
         self._smallest = min(self._smallest, max(batch, 1))
         t = self.step_count
         i = bisect.bisect_left(self._event_steps, t)
-        if not self._skipping or i == len(self._event_steps) or self._held == 0:
+        held = self._gap or self._fresh > 0
+        if not self._skipping or i == len(self._event_steps) or not held:
             keep = True
         else:
-            window = -(-self.search.ranks.portion(self.search.calibration) // self._smallest) + 1
+            window = -(-self._capacity // self._smallest) + 1
             keep = self._event_steps[i] - t < window
         self._fresh = self._fresh + batch if keep else 0
         self._gap |= not keep
-        self._held += keep
         return keep
 
     __call__ = step
@@ -185,7 +186,7 @@ class GradualTicketPruning(ScheduledPruning):
             self._last = {"chosen": "none"}
             return keep
         inputs, labels = self.search.calibration_batch()
-        short = self._gap and self._fresh < self.search.ranks.portion(self.search.calibration)
+        short = self._gap and self._fresh < self._capacity
         self._skipping &= not short  # some kept examples are older than the window's
         sizes = [keep[n].numel() for n in names]
         losses, each, proposals = {}, {}, {}
