@@ -41,7 +41,8 @@ def run(candidates, sparsity, seed, data, optimizer, lr, model_name, epochs, cal
             "optimizer": optimizer, "free_dead": free_dead, "model": model_name,
             "margin": margin, "vetoed": pruner.vetoed,
             "zeros": report.sparsity, "free": [e.get("free") for e in pruner.events],
-            "test": accuracy(model, data.test), "chosen": pruner.chosen,
+            "test": accuracy(model, data.test), "val": accuracy(model, data.val),
+            "chosen": pruner.chosen,
             "seconds": time.perf_counter() - start, "hook_seconds": stats.hook_seconds,
             "event_seconds": pruner.event_seconds}
 

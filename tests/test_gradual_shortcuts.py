@@ -20,13 +20,14 @@ from bingo.harness.models import paper_mlp
 from bingo.pruning.gradual_ticket import GradualTicketPruning
 
 
-def _run(mnist, sizes, seed, *, keep_all=False, stop=None, calibration=64, every=15):
+def _run(mnist, sizes, seed, *, keep_all=False, stop=None, calibration=64, every=15,
+         **options):
     """Train paper-mlp on consecutive MNIST batches of ``sizes`` with the pruner after each
     step (``stop``: break off after that many steps); counts the batches the search copied."""
     torch.manual_seed(seed)
     model = paper_mlp()
     pruner = GradualTicketPruning(model, sparsity=0.9, total_steps=len(sizes), every=every,
-                                  calibration=calibration)
+                                  calibration=calibration, **options)
     if keep_all:  # the plain way: every batch copied
         pruner._read_at_next_event = lambda batch: True
     copied = []
@@ -67,6 +68,30 @@ def test_copying_only_the_batches_an_event_reads_changes_nothing(mnist, fresh_se
     for a, b in zip(model.parameters(), model0.parameters()):
         assert torch.equal(a, b)
     assert report.sparsity == report0.sparsity > 0.89
+
+
+def test_without_a_movement_candidate_the_search_skips_movement_and_changes_nothing(
+        mnist, fresh_seed):
+    sizes = [32] * 60
+    lamp = ("magnitude", "lamp")
+    model, pruner, report, _ = _run(mnist, sizes, fresh_seed, candidates=lamp)
+    model0, pruner0, report0, _ = _run(mnist, sizes, fresh_seed, candidates=lamp,
+                                       movement=True)
+    assert not pruner.search.proxies.movement and pruner0.search.proxies.movement
+    assert pruner0.search.proxies.columns["movement"][0].abs().sum() > 0  # it was summed
+    assert "movement" not in pruner.search.proxies.columns  # no sums kept nor passed over
+    for e, e0 in zip(pruner.events, pruner0.events):
+        e, e0 = dict(e), dict(e0)
+        e.pop("seconds"), e0.pop("seconds")
+        assert e == e0
+    assert pruner.chosen == pruner0.chosen
+    assert all(torch.equal(a, b) for a, b in zip(pruner.keep().values(),
+                                                  pruner0.keep().values()))
+    for a, b in zip(model.parameters(), model0.parameters()):
+        assert torch.equal(a, b)
+    assert report.sparsity == report0.sparsity > 0.89
+    default = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100)
+    assert default.search.proxies.movement  # mag+movement reads it
 
 
 def test_a_window_that_fell_short_is_noted_and_every_batch_is_kept_after(mnist, fresh_seed):

@@ -86,7 +86,8 @@ class GradualTicketPruning(ScheduledPruning):
         **search_options: for the :class:`~bingo.TicketSearch` (``calibration``, the kept
             examples an event measures on, 512 by default; ``seed``, ``include``/``exclude``,
             ``loss_fn``, ...; ``proxy_every`` defaults to never after the first step when
-            no candidate reads fisher or reset). Its random-subset variants substitute
+            no candidate reads fisher or reset, ``movement`` to False when none reads
+            movement). Its random-subset variants substitute
             weights, which a masked model cannot take: ``variants`` must stay 0.
     """
 
@@ -124,6 +125,9 @@ class GradualTicketPruning(ScheduledPruning):
             # (movement, every step, is a pass of its own); the same scores, ~1/3 less
             # proxy traffic
             search_options["proxy_every"] = total_steps + 1
+        if "movement" not in search_options and not any("movement" in c for c in candidates):
+            # nor movement: the search steps then only keep the batches (the same masks)
+            search_options["movement"] = False
         self.search = TicketSearch(model, variants=0, **search_options)
         self.search._masked_ok = True  # reads weight_orig; its estimators refuse
         super().__init__(model, [t.name for t in self.search.targets], schedule, optimizer)
