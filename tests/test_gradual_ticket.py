@@ -312,6 +312,14 @@ def test_the_events_measure_on_512_kept_examples_unless_told_otherwise(mnist, fr
         .gradual_candidates == ("magnitude", "mag+movement")
     assert PruneJob(**gpt, event_candidates=("lamp", "magnitude")).gradual_candidates \
         == ("lamp", "magnitude")
+    # the movement proxy: summed where a candidate reads it, not otherwise; --no-movement
+    # with a movement candidate refused
+    job = dict(schedule="gradual", sparsity=0.9)
+    assert PruneJob(**job).make_gradual(paper_mlp(), 0.9, 100).search.proxies.movement
+    assert not PruneJob(**job, event_candidates=("magnitude", "lamp")) \
+        .make_gradual(paper_mlp(), 0.9, 100).search.proxies.movement
+    with pytest.raises(ValueError, match="movement proxy"):
+        PruneJob(**job, movement=False).make_gradual(paper_mlp(), 0.9, 100)
     one_shot = dict(gpt, schedule="one-shot")
     assert PruneJob(**one_shot).search_calibration == 64
     assert PruneJob(**one_shot).make_search(CharGPT(layers=1, width=16, heads=2)).calibration \

@@ -165,8 +165,11 @@ class RunSetup:
         return GradualTicketPruning(model, sparsity=sparsity, total_steps=total_steps,
                                     start=self.gmp_start, end=self.gmp_end, every=self.gmp_every,
                                     seed=self.seed, calibration=self.gradual_calibration,
-                                    movement=self.movement, reset_to=self.reset_to,
+                                    reset_to=self.reset_to,
                                     candidates=self.gradual_candidates,
+                                    # movement only refused (--no-movement): else the
+                                    # pruner sums it where a candidate reads it
+                                    **({} if self.movement else {"movement": False}),
                                     **({} if self.event_margin is None
                                        else {"margin": self.event_margin}))
 
