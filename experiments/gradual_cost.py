@@ -65,8 +65,8 @@ def main() -> None:
     median = {k: statistics.median(v) for k, v in runs.items()}
     print(json.dumps({"median_seconds": median,
                       "ratio_to_plain": {k: v / median["plain"] for k, v in median.items()},
-                      # each round's run over the same round's plain run (the VM drifts
-                      # between rounds more than within one)
+                      # each round's run over the same round's plain run (the VM's
+                      # speed drifts; within a round it drifts less often)
                       "round_ratio_median": {
                           k: statistics.median(a / b for a, b in zip(v, runs["plain"]))
                           for k, v in runs.items()},

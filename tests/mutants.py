@@ -273,7 +273,7 @@ MUTANTS: List[Mutant] = [
            ("tests/test_gradual_shortcuts.py",),
            "the search sums movement every step though no event candidate reads it"),
     Mutant("movement-off-though-read", "bingo/pruning/gradual_ticket.py",
-           'if "movement" not in search_options and not any("movement" in c for c in candidates):',
+           'if "movement" not in search_options and "movement" not in read:',
            'if "movement" not in search_options:',
            ("tests/test_gradual_shortcuts.py",),
            "mag+movement ranks by movement sums the search no longer keeps"),

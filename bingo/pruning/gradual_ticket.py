@@ -25,6 +25,7 @@ from torch.func import functional_call
 
 from ..engine.borrow import Borrowed
 from ..engine.losses import per_example
+from ..engine.proxies import PROXIES
 from ..evidence.candidates import (
     LAYER_ADAPTIVE,
     MIXTURES,
@@ -116,16 +117,16 @@ class GradualTicketPruning(ScheduledPruning):
         if search_options["calibration"] == 0:
             raise ValueError("the events measure candidate masks on the search's kept "
                              "examples, and calibration=0 keeps none: give calibration=N")
-        if not search_options.get("movement", True) and any("movement" in c for c in candidates):
+        read = {k for c in candidates for k in PROXIES if k in c}  # the proxies ranked by
+        if not search_options.get("movement", True) and "movement" in read:
             raise ValueError("a movement candidate needs the movement proxy: drop "
                              "movement=False or the movement candidates")
-        if "proxy_every" not in search_options and not any(
-                k in c for c in candidates for k in ("fisher", "reset")):
+        if "proxy_every" not in search_options and not read & {"fisher", "reset"}:
             # no candidate reads fisher or reset: fold them in on the first step only
             # (movement, every step, is a pass of its own); the same scores, ~1/3 less
             # proxy traffic
             search_options["proxy_every"] = total_steps + 1
-        if "movement" not in search_options and not any("movement" in c for c in candidates):
+        if "movement" not in search_options and "movement" not in read:
             # nor movement: the search steps then only keep the batches (the same masks)
             search_options["movement"] = False
         self.search = TicketSearch(model, variants=0, **search_options)
