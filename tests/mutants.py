@@ -257,7 +257,7 @@ MUTANTS: List[Mutant] = [
            "isinstance(after_step, ScheduledPruning)", ("tests/test_gradual.py",),
            "the training loop does not hand a fine-tune ramp its optimizer"),
     Mutant("resnet-events-keep-lamp", "bingo/harness/recipes.py",
-           '"resnet20": ("magnitude", "mag+movement")}', '"resnet2O": ("magnitude", "mag+movement")}',
+           '"resnet20": ("magnitude", "mag+movement"),', '"resnet2O": ("magnitude", "mag+movement"),',
            ("tests/test_gradual_ticket.py",),
            "ResNet-20's gradual events keep lamp, measured to end below gmp"),
     Mutant("events-copy-far-batches", "bingo/pruning/gradual_ticket.py",
@@ -377,6 +377,21 @@ MUTANTS: List[Mutant] = [
            ("tests/test_baselines.py::test_imp_stops_at_its_round_budget_and_reports_only_the"
             "_sparsities_reached",),
            "IMP prunes one round more than --imp-rounds allows"),
+    Mutant("vgg-conv-bias", "bingo/harness/models.py",
+           "nn.Conv2d(cin, cout, 3, 1, 1, bias=False)", "nn.Conv2d(cin, cout, 3, 1, 1)",
+           ("tests/test_models.py",), "the VGG's convs carry a bias that BatchNorm cancels"),
+    Mutant("vgg-pool-dropped", "bingo/harness/models.py",
+           '    11: (1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8),',
+           '    11: (1, "M", 2, "M", 4, 4, 8, 8, "M", 8, 8),', ("tests/test_models.py",),
+           "VGG-11 loses a max-pool (a wrong configuration A)"),
+    Mutant("recipe-help-cut", "bingo/harness/recipes.py",
+           "f\"calibration {r['calibration']}{own}\")",
+           "f\"calibration {r['calibration']}{own}\" if own else f\"calibration {r['calibration']}\")",
+           ("tests/test_text_runs.py",), "--help lists the CIFAR recipes as their calibration only"),
+    Mutant("vgg-recipe-mnist", "bingo/harness/recipes.py",
+           '"resnet20": CIFAR_CNN, "vgg11": CIFAR_CNN, "vgg11-w16": CIFAR_CNN,',
+           '"resnet20": CIFAR_CNN, "vgg11": CIFAR_CNN,', ("tests/test_text_runs.py",),
+           "the CPU VGG trains with the MNIST nets' recipe"),
 ]
 
 

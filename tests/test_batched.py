@@ -11,7 +11,7 @@ from torch import nn
 from bingo.engine import batched, cpp, reference
 from bingo.engine.reference import SearchBatch, SearchPlan
 from bingo.engine.targets import select_targets
-from bingo.harness.models import convnet, lenet300
+from bingo.harness.models import convnet, lenet300, vgg
 from tests import needs
 from tests.test_search import bn_dropout_net, train_steps
 
@@ -59,6 +59,24 @@ def test_sequential_path_matches_the_loop(mnist, make, granularity, ops, fresh_s
         want = reference.evaluate_variants(plan, targets, current, initial, batch)
         got = batched.evaluate_variants(plan, targets, current, initial, batch, ops=ops)
     _close(got, want, "loss", 50)
+
+
+@pytest.mark.parametrize("granularity", ["weight", "neuron"])
+@pytest.mark.parametrize("ops", [reference, cpp], ids=["torch", "cpp"])
+def test_a_cifar_vgg_takes_the_sequential_path_and_matches_the_loop(cifar10, granularity, ops,
+                                                                    fresh_seed):
+    """The VGG (3x3 convs with BatchNorm in eval mode, max-pools, global average pooling) on
+    real CIFAR-10 images: the fast path, not vmap, with every one of its 9 targets."""
+    if ops is cpp:
+        needs.cpp_backend()
+    plan, targets, current, initial, batch = _setup(vgg(11, 3), cifar10, granularity,
+                                                    fresh_seed, variants=11, size=37)
+    layers = batched.sequential_layers(batch.model, targets)
+    assert layers is not None and sum(t is not None for _, _, t in layers) == 9
+    with torch.no_grad():
+        want = reference.evaluate_variants(plan, targets, current, initial, batch)
+        got = batched.evaluate_variants(plan, targets, current, initial, batch, ops=ops)
+    _close(got, want, "loss", 37)
 
 
 def test_sequential_path_accuracy_metric(mnist, fresh_seed):

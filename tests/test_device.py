@@ -87,12 +87,15 @@ def test_compare_runs_every_method_on_a_gpu_close_to_the_cpu_run(data_dir, tmp_p
     ["--model", "resnet20", "--dataset", "cifar10", "--train-limit", "512", "--sparsity", "0.9"],
     ["--model", "resnet20", "--dataset", "cifar10", "--train-limit", "512", "--sparsity", "0.9",
      "--schedule", "gradual", "--gmp-every", "1"],
+    ["--model", "vgg11", "--dataset", "cifar10", "--train-limit", "512", "--sparsity", "0.95",
+     "--schedule", "gradual", "--gmp-every", "1"],
     ["--model", "char-gpt", "--dataset", "tinyshakespeare", "--train-limit", "40000",
      "--max-loss-increase", "0.05"],
     ["--model", "char-gpt", "--dataset", "tinyshakespeare", "--train-limit", "40000",
      "--sparsity", "0.7", "--schedule", "gradual", "--gmp-every", "4"],
-], ids=["resnet20-one-shot", "resnet20-gradual", "char-gpt-ceiling", "char-gpt-gradual"])
-def test_prune_runs_resnet20_and_char_gpt_on_a_gpu(data_dir, tmp_path, args):
+], ids=["resnet20-one-shot", "resnet20-gradual", "vgg11-gradual", "char-gpt-ceiling",
+        "char-gpt-gradual"])
+def test_prune_runs_the_cifar_nets_and_char_gpt_on_a_gpu(data_dir, tmp_path, args):
     out = tmp_path / "p.json"
     assert main(["prune", "--data-dir", str(data_dir), *args, "--epochs", "1", "--quiet",
                  "--device", "cuda", "--out", str(out)]) == 0

@@ -308,8 +308,9 @@ def test_the_events_measure_on_512_kept_examples_unless_told_otherwise(mnist, fr
         .candidates == ("magnitude", "mag+movement")
     assert PruneJob(schedule="gradual", sparsity=0.9).make_gradual(paper_mlp(), 0.9, 100) \
         .candidates == DEFAULT_CANDIDATES
-    assert PruneJob(model="resnet20", dataset="cifar10", schedule="gradual", sparsity=0.9) \
-        .gradual_candidates == ("magnitude", "mag+movement")
+    for cifar in ("resnet20", "vgg11", "vgg11-w16"):  # the VGGs take resnet20's set
+        assert PruneJob(model=cifar, dataset="cifar10", schedule="gradual", sparsity=0.9) \
+            .gradual_candidates == ("magnitude", "mag+movement")
     assert PruneJob(**gpt, event_candidates=("lamp", "magnitude")).gradual_candidates \
         == ("lamp", "magnitude")
     # the movement proxy: summed where a candidate reads it, not otherwise; --no-movement

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from bingo.engine.losses import cross_entropy
 from bingo.engine.reference import SearchBatch
 from bingo.harness.cli import main
+from bingo.harness import recipes
 from bingo.harness.compare_job import METHODS, CompareJob
 from bingo.harness.data import TextSplit, load_dataset, load_text
 from bingo.harness.gpt import CharGPT
@@ -151,12 +152,20 @@ def test_imp_and_synflow_run_on_text_and_record_the_validation_loss(data_dir, tm
 
 
 def test_recipes_fill_what_is_not_given():
-    job = PruneJob(model="resnet20", dataset="cifar10")
-    assert (job.optimizer, job.lr, job.lr_schedule, job.batch_size) == ("sgd", 0.1, "cosine", 128)
+    for cifar in ("resnet20", "vgg11-w16"):
+        job = PruneJob(model=cifar, dataset="cifar10")
+        assert (job.optimizer, job.lr, job.lr_schedule, job.batch_size, job.weight_decay,
+                job.epochs, job.calibration) == ("sgd", 0.1, "cosine", 128, 5e-4, 15, 256)
     job = PruneJob(model="char-gpt", dataset="tinyshakespeare", lr=3e-4)
     assert job.lr == 3e-4 and job.optimizer == "adamw" and job.calibration == 256
     job = PruneJob()
     assert (job.optimizer, job.lr, job.epochs, job.calibration) == ("adam", 1e-3, 3, 2048)
+    # --help lists every recipe in full (a precedence slip once cut the CIFAR ones to
+    # "calibration 256")
+    lines = recipes.describe().split("; ")
+    assert len(lines) == 1 + len(recipes.RECIPES)
+    assert all(" epochs, calibration " in line for line in lines)
+    assert "resnet20: sgd 0.1, weight decay 0.0005, cosine, batch 128, 15 epochs" in lines[1]
 
 
 def test_adamw_decays_only_matrices_and_warmup_cosine_rises_then_falls():

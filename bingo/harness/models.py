@@ -88,13 +88,65 @@ def resnet20() -> nn.Sequential:
     return resnet(20)
 
 
+# VGG configurations (Simonyan & Zisserman 2015): output channels of each 3x3 conv, in
+# units of the first stage's width, "M" a 2x2 max-pool.
+VGG_CONFIGS: Dict[int, Tuple] = {
+    11: (1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8),
+    16: (1, 1, "M", 2, 2, "M", 4, 4, 4, "M", 8, 8, 8, "M", 8, 8, 8),
+}
+
+
+def vgg(depth: int = 11, width: int = 64, classes: int = 10) -> nn.Sequential:
+    """A CIFAR VGG (the form of Frankle & Carbin's and OpenLTH's ``cifar_vgg``): VGG's 3x3
+    convs, each followed by BatchNorm and ReLU, four 2x2 max-pools (32 -> 2 pixels), global
+    average pooling and one linear classifier. ``width`` is the first stage's channels (64
+    in the paper; the later stages 2x, 4x and 8x it): one flat ``nn.Sequential``, so the
+    search's batched path and the meter's prefixes run it layer by layer."""
+    if depth not in VGG_CONFIGS:
+        raise ValueError(f"a VGG has depth {' or '.join(map(str, sorted(VGG_CONFIGS)))}, "
+                         f"not {depth}")
+    if width < 1:
+        raise ValueError(f"width must be a positive channel count, not {width}")
+    layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+    cin, conv, pool = 3, 0, 0
+    for entry in VGG_CONFIGS[depth]:
+        if entry == "M":
+            pool += 1
+            layers[f"pool{pool}"] = nn.MaxPool2d(2)
+            continue
+        conv += 1
+        cout = entry * width
+        layers[f"conv{conv}"] = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+        layers[f"bn{conv}"] = nn.BatchNorm2d(cout)
+        layers[f"relu{conv}"] = nn.ReLU()
+        cin = cout
+    layers["avgpool"] = nn.AdaptiveAvgPool2d(1)
+    layers["flatten"] = nn.Flatten()
+    layers["fc"] = nn.Linear(cin, classes)
+    return nn.Sequential(layers)
+
+
+def vgg11() -> nn.Sequential:
+    """VGG-11 for [B, 3, 32, 32] CIFAR images, the paper's widths (64-512): 9.2M
+    parameters, 8 convs + 1 linear, about 3.7x ResNet-20's multiply-adds (a GPU model)."""
+    return vgg(11, 64)
+
+
+def vgg11_w16() -> nn.Sequential:
+    """VGG-11 at a quarter of the widths (16-128 channels): 0.58M parameters, the CIFAR
+    VGG that fits the 2-core CPU's runs."""
+    return vgg(11, 16)
+
+
 MODELS: Dict[str, Callable[[], nn.Module]] = {"lenet300": lenet300, "paper-mlp": paper_mlp,
                                               "convnet": convnet, "resnet20": resnet20,
+                                              "vgg11": vgg11, "vgg11-w16": vgg11_w16,
                                               "char-gpt": CharGPT}
 # the datasets whose inputs each model reads (char-gpt: character ids, no image dataset)
 MODEL_DATASETS: Dict[str, Tuple[str, ...]] = {
     "lenet300": ("mnist",), "paper-mlp": ("mnist",), "convnet": ("mnist",),
-    "resnet20": ("cifar10",), "char-gpt": ("tinyshakespeare",)}
+    "resnet20": ("cifar10",), "vgg11": ("cifar10",), "vgg11-w16": ("cifar10",),
+    "char-gpt": ("tinyshakespeare",)}
 
 
 def build_model(name: str) -> nn.Module:

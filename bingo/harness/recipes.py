@@ -2,9 +2,10 @@
 the command line does not say (a RunSetup field left at None takes its model's value).
 
 * the MNIST nets: Adam 1e-3, batch 64, 3 epochs (the project's main job);
-* ``resnet20``: SGD 0.1 with momentum 0.9 and weight decay 5e-4, batch 128, a cosine to
-  0 over 15 epochs (He et al.'s CIFAR recipe, shortened to fit the 2-core CPU), 256 kept
-  images for the measured estimators (2,048 took 726 s to score, 256 took 33 s: docs/results.md),
+* ``resnet20`` and the CIFAR VGGs (``vgg11``, ``vgg11-w16``; ``CIFAR_CNN``): SGD 0.1 with
+  momentum 0.9 and weight decay 5e-4, batch 128, a cosine to 0 over 15 epochs (He et al.'s
+  CIFAR recipe, shortened to fit the 2-core CPU), 256 kept images for the measured
+  estimators (ResNet-20: 2,048 took 726 s to score, 256 took 33 s: docs/results.md),
   gradual events between magnitude and mag+movement (``GRADUAL_CANDIDATES``);
 * ``char-gpt``: AdamW 1e-3 (decoupled weight decay 0.1 on matrices and embeddings, betas 0.9/0.99),
   batch 12 windows of 64 characters, linear warm-up then a cosine to a tenth, 2 epochs
@@ -22,9 +23,10 @@ from ..engine.search import DEFAULT_CALIBRATION
 BASE: Dict[str, Any] = dict(epochs=3, batch_size=64, optimizer="adam", lr=1e-3,
                             weight_decay=0.0, lr_schedule="constant",
                             calibration=DEFAULT_CALIBRATION)
+CIFAR_CNN: Dict[str, Any] = dict(epochs=15, batch_size=128, optimizer="sgd", lr=0.1,
+                                 weight_decay=5e-4, lr_schedule="cosine", calibration=256)
 RECIPES: Dict[str, Dict[str, Any]] = {
-    "resnet20": dict(epochs=15, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
-                     lr_schedule="cosine", calibration=256),
+    "resnet20": CIFAR_CNN, "vgg11": CIFAR_CNN, "vgg11-w16": CIFAR_CNN,
     "char-gpt": dict(epochs=2, batch_size=12, optimizer="adamw", lr=1e-3, weight_decay=0.1,
                      lr_schedule="warmup-cosine", calibration=256),
 }
@@ -47,8 +49,11 @@ SEARCH_CALIBRATION: Dict[str, int] = {"char-gpt": 64}
 # 0.27 below on validation (85.23 against 85.50) and 0.14 on test (77.50 against 77.64) of
 # the runs without it, and below `gmp` on both (docs/results.md, *ResNet-20 at 90%, three
 # seeds with lamp*).
-GRADUAL_CANDIDATES: Dict[str, Tuple[str, ...]] = {"char-gpt": ("magnitude", "mag+movement"),
-                                                  "resnet20": ("magnitude", "mag+movement")}
+# The VGGs take resnet20's set (the same data, recipe and BatchNorm convolutions), not
+# measured on them apart.
+GRADUAL_CANDIDATES: Dict[str, Tuple[str, ...]] = {
+    "char-gpt": ("magnitude", "mag+movement"), "resnet20": ("magnitude", "mag+movement"),
+    "vgg11": ("magnitude", "mag+movement"), "vgg11-w16": ("magnitude", "mag+movement")}
 
 
 def gradual_candidates(model: str) -> Tuple[str, ...]:
@@ -79,9 +84,9 @@ def recipe(model: str) -> Dict[str, Any]:
 def describe() -> str:
     """One line per recipe, for ``--help``."""
     def line(name: str, r: Dict[str, Any]) -> str:
+        own = f" (BINGO's {search_calibration(name)})" if name in SEARCH_CALIBRATION else ""
         return (f"{name}: {r['optimizer']} {r['lr']:g}, weight decay {r['weight_decay']:g}, "
                 f"{r['lr_schedule']}, batch {r['batch_size']}, {r['epochs']} epochs, "
-                f"calibration {r['calibration']} (BINGO's {search_calibration(name)})"
-                if name in SEARCH_CALIBRATION else f"calibration {r['calibration']}")
+                f"calibration {r['calibration']}{own}")
     return "; ".join([line("mnist nets", BASE)]
                      + [line(m, recipe(m)) for m in RECIPES])
