@@ -3,8 +3,6 @@ mask unless another candidate's losses, measured here independently on the kept 
 are lower by the margin (without one: the lowest); with magnitude as its only candidate
 it is gradual magnitude pruning mask for mask; nothing the user holds is changed by an
 event; bad input is refused by name."""
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -14,20 +12,8 @@ from torch.nn.utils import prune as torch_prune
 from bingo.harness.baselines.gmp import GradualMagnitudePruning
 from bingo.harness.gpt import CharGPT
 from bingo.harness.models import paper_mlp
-from bingo.harness.training import make_optimizer, steps_per_epoch, train
 from bingo.pruning.gradual_ticket import DEFAULT_CANDIDATES, GradualTicketPruning
-
-
-def _train(model, mnist, hook, limit=3000, seed=0):
-    split = mnist.train.subset(limit)
-    opt = make_optimizer("adam", model.parameters(), 1e-3)
-    train(model, split, epochs=1, batch_size=64, optimizer=opt, after_step=hook, seed=seed,
-          progress=False)
-    return steps_per_epoch(split, 64)
-
-
-def _total(mnist, limit=3000):
-    return steps_per_epoch(mnist.train.subset(limit), 64)
+from tests.gradual_runs import independent_loss, total_steps, train_with
 
 
 @pytest.mark.parametrize("scope, candidate", [("global", "magnitude"), ("lamp", "lamp")])
@@ -41,8 +27,8 @@ def test_with_magnitude_alone_it_is_gradual_magnitude_pruning(mnist, fresh_seed,
                                                    calibration=256)):
         torch.manual_seed(fresh_seed)
         model = paper_mlp()
-        pruner = make(model, _total(mnist))
-        _train(model, mnist, pruner, seed=fresh_seed)
+        pruner = make(model, total_steps(mnist))
+        train_with(model, mnist, pruner, seed=fresh_seed)
         pruner.finish()
         runs.append((model, pruner.keep()))
     # after its last event nothing reads the search, so it stepped up to that event only
@@ -51,19 +37,6 @@ def test_with_magnitude_alone_it_is_gradual_magnitude_pruning(mnist, fresh_seed,
     assert all(torch.equal(gmp_keep[n], bingo_keep[n]) for n in gmp_keep)
     for a, b in zip(gmp_model.parameters(), bingo_model.parameters()):
         assert torch.equal(a, b)  # the search step changed nothing of the training
-
-
-def _independent_loss(model, keep, inputs, labels, reduction="mean"):
-    """The loss with ``keep`` as the masks, on a copy whose mask buffers are overwritten."""
-    other = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, k in keep.items():
-            module = other.get_submodule(name.rsplit(".", 1)[0])
-            module.weight_mask.copy_(k.float())
-    other.eval()
-    with torch.no_grad():
-        out = F.cross_entropy(other(inputs), labels, reduction=reduction)
-    return float(out) if reduction == "mean" else out.double().numpy()
 
 
 def _proposal(pruner, candidate):
@@ -79,15 +52,12 @@ def _proposal(pruner, candidate):
 def test_an_event_keeps_magnitude_unless_another_mask_measures_clearly_lower(mnist, fresh_seed):
     torch.manual_seed(fresh_seed)
     model = paper_mlp()
-    total = _total(mnist)
+    total = total_steps(mnist)
     pruner = GradualTicketPruning(model, sparsity=0.9, total_steps=total, every=5,
                                   candidates=("magnitude", "mag+movement"),
                                   calibration=512, seed=fresh_seed % 1000)
     # train without events past the first ones, then call one event by hand
-    split = mnist.train.subset(3000)
-    opt = make_optimizer("adam", model.parameters(), 1e-3)
-    train(model, split, epochs=1, batch_size=64, optimizer=opt, after_step=pruner,
-          progress=False)
+    train_with(model, mnist, pruner)
     assert [e["chosen"] for e in pruner.events][0] == "none"  # the first event is at 0
     assert sum(pruner.chosen.values()) == len(pruner.schedule.events()) - 1
     model.train()
@@ -99,12 +69,12 @@ def test_an_event_keeps_magnitude_unless_another_mask_measures_clearly_lower(mni
     losses = {k[5:]: v for k, v in pruner.note().items() if k.startswith("loss ")}
     assert set(losses) == set(pruner.candidates)
     chosen = pruner.note()["chosen"]
-    assert _independent_loss(model, masks, inputs, labels) == pytest.approx(losses[chosen],
+    assert independent_loss(model, masks, inputs, labels) == pytest.approx(losses[chosen],
                                                                             rel=1e-5)
     # the margin: mag+movement replaces magnitude only if its per-example losses are lower
     # by 2 standard errors of the paired difference (worked out here with numpy)
-    d = (_independent_loss(model, _proposal(pruner, "mag+movement"), inputs, labels, "none")
-         - _independent_loss(model, _proposal(pruner, "magnitude"), inputs, labels, "none"))
+    d = (independent_loss(model, _proposal(pruner, "mag+movement"), inputs, labels, "none")
+         - independent_loss(model, _proposal(pruner, "magnitude"), inputs, labels, "none"))
     clearly = d.mean() + 2.0 * d.std(ddof=1) / np.sqrt(len(d)) < 0
     lower = losses["mag+movement"] < losses["magnitude"]
     assert chosen == ("mag+movement" if lower and clearly else "magnitude")
@@ -132,7 +102,7 @@ def test_an_event_keeps_magnitude_unless_another_mask_measures_clearly_lower(mni
     magnitude = dict(zip(before, (p.view_as(before[n]) for p, n in
                                   zip(torch.split(keep, [before[n].numel() for n in before]),
                                       before))))
-    assert _independent_loss(model, magnitude, inputs, labels) == pytest.approx(
+    assert independent_loss(model, magnitude, inputs, labels) == pytest.approx(
         losses["magnitude"], rel=1e-5)
     assert all(not (masks[n] & ~before[n]).any() for n in before)  # masks only grow
     assert sum(int((~m).sum()) for m in masks.values()) == round(0.95 * flat.numel())
@@ -145,9 +115,9 @@ def test_an_event_keeps_magnitude_unless_another_mask_measures_clearly_lower(mni
 def test_finish_reports_the_zeros_and_the_masks_are_torch_prune_masks(mnist, fresh_seed):
     torch.manual_seed(fresh_seed)
     model = paper_mlp()
-    pruner = GradualTicketPruning(model, sparsity=0.8, total_steps=10 * _total(mnist),
+    pruner = GradualTicketPruning(model, sparsity=0.8, total_steps=10 * total_steps(mnist),
                                   calibration=256, candidates=("magnitude", "mag+fisher"))
-    _train(model, mnist, pruner)  # a tenth of the planned run: finish() completes it
+    train_with(model, mnist, pruner)  # a tenth of the planned run: finish() completes it
     report = pruner.finish()
     numel = sum(x.numel for x in report.layers.values())
     assert sum(x.pruned for x in report.layers.values()) == round(0.8 * numel)
@@ -328,132 +298,3 @@ def test_the_events_measure_on_512_kept_examples_unless_told_otherwise(mnist, fr
     assert PruneJob(**one_shot, calibration=200).search_calibration == 200
     assert PruneJob(sparsity=0.9).search_calibration == PruneJob(sparsity=0.9).calibration \
         == 2048
-
-
-def test_the_mixture_ranks_are_a_stable_sort_s_with_ties(fresh_seed):
-    from bingo.evidence.candidates import stable_ranks
-    g = torch.Generator().manual_seed(fresh_seed)
-    ties = torch.randint(-4, 5, (5000,), generator=g).float()  # movement sums are often 0
-    ties[torch.randperm(5000, generator=g)[:300]] = -0.0  # equal to 0.0, as in a sort
-    spread = torch.randn(3001, generator=g) * torch.logspace(-30, 30, 3001)
-    spread[::7] = -spread[::7].abs()
-    for values in (ties, spread):
-        expected = torch.empty_like(values)
-        expected[torch.sort(values, stable=True).indices] = torch.arange(
-            float(values.numel()))
-        assert torch.equal(stable_ranks(values), expected)
-    with pytest.raises(ValueError, match="flat tensor"):
-        stable_ranks(ties.view(50, 100))
-
-
-def test_fisher_and_reset_are_folded_in_only_when_a_candidate_reads_them():
-    from bingo.engine.proxies import DEFAULT_PROXY_EVERY
-    default = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100)
-    assert default.search.proxy_every == 101  # the first step only
-    fisher = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100,
-                                  candidates=("magnitude", "mag+fisher"))
-    assert fisher.search.proxy_every == DEFAULT_PROXY_EVERY
-    asked = GradualTicketPruning(paper_mlp(), sparsity=0.9, total_steps=100, proxy_every=2)
-    assert asked.search.proxy_every == 2
-
-
-def _dead_columns(model, inputs):
-    """Per Linear weight name: the input features that are zero on every one of ``inputs``
-    in the model as masked now, found by running its layers one by one."""
-    dead, x = {}, inputs
-    with torch.no_grad():
-        for name, layer in model.named_children():
-            if isinstance(layer, torch.nn.Linear):
-                dead[f"{name}.weight"] = (x.reshape(-1, x.shape[-1]) != 0).sum(0) == 0
-            x = layer(x)
-    return dead
-
-
-def test_free_dead_prunes_weights_no_kept_example_reaches_first_and_for_free(mnist,
-                                                                            fresh_seed):
-    torch.manual_seed(fresh_seed)
-    model = paper_mlp()
-    pruner = GradualTicketPruning(model, sparsity=0.9, total_steps=_total(mnist), every=5,
-                                  calibration=512, seed=fresh_seed % 1000, free_dead=True)
-    _train(model, mnist, pruner, seed=fresh_seed)
-    # a unit of the first hidden layer made dead on every kept example: its outgoing
-    # weights (a column of the second Linear) are free; the unit with the most kept
-    # outgoing weights, so that the column is not already pruned under this seed
-    unit = int(pruner.keep()["fc2.weight"].sum(0).argmax())
-    with torch.no_grad():
-        model.fc1.weight_orig[unit] = 0.0
-        model.fc1.bias[unit] = -1.0
-    inputs, labels = pruner.search.calibration_batch()
-    model.eval()
-    dead = _dead_columns(model, inputs)
-    model.train()
-    before = pruner.keep()
-    free = {n: before[n] & dead[n].view(1, -1).expand_as(before[n]) for n in before}
-    count = sum(int(f.sum()) for f in free.values())
-    assert dead["fc2.weight"][unit] and count > 0
-    kept_now = sum(int(k.sum()) for k in before.values())
-    total = sum(k.numel() for k in before.values())
-    masks = pruner.choose(1 - (kept_now - count - 10) / total)  # 10 weights beyond the free
-    assert pruner.note()["free"] == count
-    assert all(not (masks[n] & free[n]).any() for n in masks)  # every free weight went
-    # and cost nothing: restoring them changes no kept example's loss
-    restored = {n: masks[n] | free[n] for n in masks}
-    assert _independent_loss(model, restored, inputs, labels) == pytest.approx(
-        _independent_loss(model, masks, inputs, labels), rel=1e-6)
-    # without the option, magnitude alone keeps some of them at this sparsity
-    pruner.free_dead = False
-    plain = pruner.choose(1 - (kept_now - count - 10) / total)
-    assert any((plain[n] & free[n]).any() for n in plain)
-
-
-def _lamp_by_hand(w):
-    """LAMP worked out with numpy: w_u^2 over the sum of w_v^2 of the weights v >= u in a
-    stable ascending order of w^2."""
-    sq = w.astype(np.float64).ravel() ** 2
-    order = np.argsort(sq.astype(np.float32), kind="stable")
-    out = np.zeros_like(sq)
-    for place, u in enumerate(order):
-        out[u] = sq[u] / sq[order[place:]].sum() if sq[u] else 0.0
-    return out.reshape(w.shape)
-
-
-def test_lamp_scores_are_each_weight_s_square_over_the_larger_ones_s(fresh_seed):
-    from bingo.evidence.candidates import lamp_scores
-    g = torch.Generator().manual_seed(fresh_seed)
-    w = torch.randn(37, 23, generator=g) * torch.rand(37, 1, generator=g)
-    w[torch.rand(37, 23, generator=g) < 0.3] = 0.0  # pruned entries
-    w[0, :5] = w[1, 7]  # ties
-    got = lamp_scores(w)
-    assert got.dtype == torch.float64 and got.shape == w.shape
-    np.testing.assert_allclose(got.numpy(), _lamp_by_hand(w.numpy()), rtol=1e-12, atol=0)
-    assert float(got.max()) == 1.0 and bool((got[w == 0] == 0).all())
-
-
-def test_a_lamp_event_cuts_lamp_s_global_ranking_and_empties_no_layer(mnist, fresh_seed):
-    torch.manual_seed(fresh_seed)
-    model = paper_mlp()
-    pruner = GradualTicketPruning(model, sparsity=0.9, total_steps=_total(mnist), every=5,
-                                  candidates=("magnitude", "lamp"), calibration=256,
-                                  seed=fresh_seed % 1000)
-    _train(model, mnist, pruner, seed=fresh_seed)
-    assert set(pruner.chosen) == {"magnitude", "lamp"}
-    assert sum(pruner.chosen.values()) == len(pruner.schedule.events()) - 1
-    before = pruner.keep()
-    w = {n: (model.get_submodule(n.rsplit(".", 1)[0]).weight_orig * before[n]).detach()
-         for n in before}
-    pruner.candidates = ("lamp",)  # lamp's own proposal at each sparsity
-    for sparsity in (0.95, 0.9995):
-        masks = pruner.choose(sparsity)
-        # by hand: LAMP of each layer's kept weights, the pruned first, then the lowest
-        # scores over every layer at once, ties by index
-        scores = np.concatenate([_lamp_by_hand(w[n].numpy()).ravel() for n in before])
-        kept = np.concatenate([before[n].numpy().ravel() for n in before])
-        goal = round(sparsity * kept.size)
-        order = np.lexsort((np.arange(kept.size), scores.astype(np.float32),
-                            kept.astype(int)))
-        expect = np.ones(kept.size, dtype=bool)
-        expect[order[:goal]] = False
-        got = np.concatenate([masks[n].numpy().ravel() for n in before])
-        assert (got == expect).all()
-        # every layer keeps its largest weight, however high the sparsity
-        assert all(bool(masks[n].any()) for n in before)
