@@ -12,7 +12,8 @@ from bingo.harness.data import Split
 from bingo.harness.models import paper_mlp
 from bingo.harness.training import lr_factor, make_optimizer, train
 
-CIFAR = ["--dataset", "cifar10", "--train-limit", "192", "--epochs", "1", "--batch-size", "64", "--optimizer", "sgd", "--lr", "0.05", "--weight-decay", "1e-4",
+CIFAR = ["--dataset", "cifar10", "--train-limit", "192", "--epochs", "1", "--batch-size", "64",
+         "--optimizer", "sgd", "--lr", "0.05", "--weight-decay", "1e-4",
          "--lr-schedule", "cosine", "--quiet"]
 MODELS = pytest.mark.parametrize("model", ["resnet20", "vgg11-w16"])
 
@@ -20,7 +21,8 @@ MODELS = pytest.mark.parametrize("model", ["resnet20", "vgg11-w16"])
 @MODELS
 def test_compare_runs_cifar_nets_and_reports_the_exact_test_images(data_dir, tmp_path, model):
     out = tmp_path / "c"
-    assert main(["compare", "--data-dir", str(data_dir), "--model", model, *CIFAR, "--methods", "gmp",
+    assert main(["compare", "--data-dir", str(data_dir), "--model", model, *CIFAR,
+                 "--methods", "gmp",
                  "--sparsities", "0.9", "--gmp-every", "1", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["weight_decay"] == 1e-4
@@ -33,7 +35,8 @@ def test_compare_runs_cifar_nets_and_reports_the_exact_test_images(data_dir, tmp
 @MODELS
 def test_prune_runs_cifar_nets_gradually(data_dir, tmp_path, model):
     out = tmp_path / "p.json"
-    assert main(["prune", "--data-dir", str(data_dir), "--model", model, *CIFAR, "--schedule", "gradual",
+    assert main(["prune", "--data-dir", str(data_dir), "--model", model, *CIFAR,
+                 "--schedule", "gradual",
                  "--sparsity", "0.8", "--gmp-every", "1", "--calibration", "64",
                  "--out", str(out)]) == 0
     result = json.loads(out.read_text())

@@ -1,6 +1,6 @@
 """The mutants of tests/mutants.py stay in step with the code: each one's line occurs
-exactly once where it is planted and its test files (and functions) exist, so that an edit which moves
-the line shows up in CI, not only when the mutants are next run by hand."""
+exactly once where it is planted and its test files (and functions) exist, so that an
+edit which moves the line shows up in CI, not only when the mutants are next run by hand."""
 from pathlib import Path
 
 import pytest

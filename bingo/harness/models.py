@@ -98,8 +98,8 @@ VGG_CONFIGS: Dict[int, Tuple] = {
 
 def vgg(depth: int = 11, width: int = 64, classes: int = 10) -> nn.Sequential:
     """A CIFAR VGG (the form of OpenLTH's ``cifar_vgg``, less the conv bias that BatchNorm
-    cancels): VGG's 3x3 convs, each followed by BatchNorm and ReLU, four 2x2 max-pools (32 -> 2 pixels), global
-    average pooling and one linear classifier. ``width`` is the first stage's channels (64
+    cancels): VGG's 3x3 convs, each followed by BatchNorm and ReLU, four 2x2 max-pools
+    (32 -> 2 pixels), global average pooling and one linear classifier. ``width`` is the first stage's channels (64
     in the paper; the later stages 2x, 4x and 8x it): one flat ``nn.Sequential``, so the
     search's batched path and the meter's prefixes run it layer by layer."""
     if depth not in VGG_CONFIGS:
